@@ -11,9 +11,15 @@ runs or pixels. Only numpy and pycocotools are needed.
 """
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from cell_seg.errors import DataError
+
+
+def _mask_utils():
+    # Imported on use: Kaggle-string codecs must work where pycocotools is absent (offline notebooks).
+    from pycocotools import mask as mask_utils
+
+    return mask_utils
 
 ORDERS = ("row", "col")
 
@@ -48,7 +54,10 @@ def parse_rle(rle, n_pixels):
     try:
         values = np.array(parts, dtype=np.int64)
     except (ValueError, OverflowError):
-        bad = next(p for p in parts if not p.lstrip("-").isdigit())
+        bad = next((p for p in parts if not p.lstrip("-").isdigit()), None)
+        if bad is None:  # all digits: one overflowed int64
+            bad = max(parts, key=lambda p: len(p.lstrip("-")))
+            raise DataError(f"value {bad!r} too large in run-length string") from None
         raise DataError(f"non-integer value {bad!r} in run-length string") from None
     starts, lengths = values[0::2] - 1, values[1::2]
     if len(starts) == 0:
@@ -164,7 +173,7 @@ def indices_to_coco(col_indices, shape):
     counts[-1] = height * width - (starts[-1] + lengths[-1] if len(starts) else 0)
     if counts[-1] == 0 and len(counts) > 1:
         counts = counts[:-1]  # pycocotools ends on the last run, with no empty background run
-    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
+    rle = _mask_utils().frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
@@ -226,6 +235,7 @@ def rle_to_coco(rle, shape, order="row"):
 def polygons_to_coco(polygons, shape):
     """Compressed COCO RLE of COCO polygons (list of flat [x0, y0, x1, y1, ...] lists)."""
     height, width = int(shape[0]), int(shape[1])
+    mask_utils = _mask_utils()
     rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
@@ -236,7 +246,7 @@ def segmentation_to_coco(segmentation, shape):
         return polygons_to_coco(segmentation, shape)
     if isinstance(segmentation.get("counts"), list):
         height, width = segmentation["size"]
-        rle = mask_utils.frPyObjects(segmentation, height, width)
+        rle = _mask_utils().frPyObjects(segmentation, height, width)
         return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
     return segmentation
 
@@ -246,4 +256,5 @@ def coco_area_bbox(rle):
     encoded = dict(rle)
     if isinstance(encoded["counts"], str):
         encoded["counts"] = encoded["counts"].encode("ascii")
+    mask_utils = _mask_utils()
     return int(mask_utils.area(encoded)), [float(v) for v in mask_utils.toBbox(encoded)]
