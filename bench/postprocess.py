@@ -1,0 +1,161 @@
+"""Benchmark: post-processing and RLE encoding per image, against a per-instance-loop baseline.
+
+Input: a 520 x 704 probability map with about 300 cells, built from the ground truth of a real
+Sartorius shsy5y image when ../shared/data exists (foreground = blurred union of the cells plus
+a little noise, border = blurred instance outlines), else from a synthetic label map.
+
+Baseline ("seed" kernels): the same thresholding / watershed, then a Python loop over instances
+doing `labels == k`, `mask.sum()` and `fg[mask].mean()` per instance; RLE by encoding
+`labels == k` once per instance. Measured in the same run, median of --repeat runs.
+
+Usage:
+    python bench/postprocess.py [--data ../shared/data] [--image ID] [--repeat 20]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cell_seg import postprocess  # noqa: E402
+from cell_seg.data import labels as labels_lib  # noqa: E402
+from cell_seg.data import rle as rle_codec  # noqa: E402
+from cell_seg.io import read_json  # noqa: E402
+
+SHAPE = (520, 704)
+
+
+def real_label_map(data_root, image_id=None, target_cells=300):
+    """Ground-truth label map of a Sartorius shsy5y image (closest to `target_cells` cells)."""
+    coco = read_json(Path(data_root) / "sartorius" / "coco_reference.json")
+    shsy5y = {c["id"] for c in coco["categories"] if c["name"] == "shsy5y"}
+    by_image = {}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    if image_id is None:
+        candidates = [i for i, anns in by_image.items() if anns[0]["category_id"] in shsy5y]
+        image_id = min(candidates, key=lambda i: (abs(len(by_image[i]) - target_cells), i))
+    anns = by_image[image_id]
+    arrays = [rle_codec.coco_to_indices(a["segmentation"]) for a in anns]
+    label_map, _ = labels_lib.paint_instances(arrays, SHAPE, order="col")
+    return image_id, label_map
+
+
+def synthetic_label_map(n_cells=300, seed=0):
+    """Label map of `n_cells` random touching ellipses on a 520 x 704 image."""
+    rng = np.random.default_rng(seed)
+    label_map = np.zeros(SHAPE, np.int32)
+    for k in range(1, n_cells + 1):
+        center = (int(rng.integers(0, SHAPE[1])), int(rng.integers(0, SHAPE[0])))
+        axes = (int(rng.integers(5, 14)), int(rng.integers(4, 10)))
+        cv2.ellipse(label_map, center, axes, float(rng.uniform(0, 180)), 0, 360, k, -1)
+    return labels_lib.relabel_sequential(label_map)[0]
+
+
+def probabilities(label_map, seed=0):
+    """Realistic-looking foreground / border probabilities from a label map."""
+    rng = np.random.default_rng(seed)
+    union = (label_map > 0).astype(np.float32)
+    foreground = cv2.GaussianBlur(union, (0, 0), 1.5) + rng.normal(0, 0.05, union.shape).astype(np.float32)
+    as_float = label_map.astype(np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    outline = (cv2.dilate(as_float, kernel) != cv2.erode(as_float, kernel)) & (label_map > 0)
+    border = cv2.GaussianBlur(outline.astype(np.float32), (0, 0), 1.0) * 2.0
+    return np.clip(np.stack([foreground, border], axis=-1), 0, 1).astype(np.float32)
+
+
+def baseline_instances(probs, mode, min_area=10):
+    """Seed-kernel style: same segmentation core, then one full-image mask per instance."""
+    foreground = probs[..., 0]
+    if mode == "components":
+        _, label_map = cv2.connectedComponents((foreground > 0.5).astype(np.uint8))
+    else:
+        label_map = postprocess._watershed(foreground, probs[..., 1], postprocess.PostprocessConfig())
+    instances = []
+    for k in range(1, int(label_map.max()) + 1):
+        mask = label_map == k
+        area = int(mask.sum())
+        if area < min_area:
+            label_map[mask] = 0
+            continue
+        instances.append({"id": k, "score": float(foreground[mask].mean()), "area": area})
+    return label_map, instances
+
+
+def baseline_rles(label_map):
+    return {k: rle_codec.encode_rle(label_map == k) for k in range(1, int(label_map.max()) + 1)}
+
+
+def compare_ms(ours, baseline, repeat):
+    """Median and best milliseconds of `ours` and `baseline`, run alternately `repeat` times
+    (alternating keeps both exposed to the same load on a shared machine)."""
+    times = {"ours": [], "baseline": []}
+    for _ in range(repeat):
+        for name, function in (("ours", ours), ("baseline", baseline)):
+            start = time.perf_counter()
+            function()
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="shared data root")
+    parser.add_argument("--image", default=None, help="Sartorius image id (default: shsy5y image with ~300 cells)")
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per figure (median reported)")
+    args = parser.parse_args(argv)
+
+    if (Path(args.data) / "sartorius" / "coco_reference.json").is_file():
+        image_id, label_map = real_label_map(args.data, args.image)
+        source = f"Sartorius shsy5y image {image_id} (ground truth -> probabilities)"
+    else:
+        print(f"{args.data}/sartorius not found: using a synthetic label map instead")
+        label_map = synthetic_label_map()
+        source = "synthetic label map"
+    probs = probabilities(label_map)
+    channels = ["foreground", "border"]
+    print(f"input: {source}, {probs.shape[0]}x{probs.shape[1]}, {int(label_map.max())} cells")
+
+    rows = []
+    for mode in ("components", "watershed"):
+        _, ours = postprocess.to_instances(probs, channels, mode=mode)
+        times = compare_ms(
+            lambda: postprocess.to_instances(probs, channels, mode=mode),
+            lambda: baseline_instances(probs, mode),
+            args.repeat,
+        )
+        rows.append((f"to_instances {mode}", len(ours), times))
+    ws_labels = postprocess.to_instances(probs, channels, mode="watershed")[0]
+    assert postprocess.label_map_to_rles(ws_labels) == baseline_rles(ws_labels)
+    times = compare_ms(lambda: postprocess.label_map_to_rles(ws_labels), lambda: baseline_rles(ws_labels), args.repeat)
+    rows.append(("RLE encoding (row-major)", int(ws_labels.max()), times))
+    times = compare_ms(
+        lambda: labels_lib.label_map_to_rle(ws_labels), lambda: baseline_rles(ws_labels), args.repeat
+    )
+    rows.append(("  (labels.label_map_to_rle)", int(ws_labels.max()), times))
+
+    print(
+        f"{'step':28s} {'cells':>6s} {'ours ms':>8s} {'baseline ms':>12s} {'speed-up':>9s} "
+        f"{'best-of ours/base ms':>21s} {'speed-up':>9s}"
+    )
+    for name, n, times in rows:
+        (ours_med, ours_min), (base_med, base_min) = times["ours"], times["baseline"]
+        print(
+            f"{name:28s} {n:6d} {ours_med:8.2f} {base_med:12.2f} {base_med / ours_med:8.1f}x "
+            f"{ours_min:10.2f}/{base_min:<10.2f} {base_min / ours_min:8.1f}x"
+        )
+    print(
+        f"median and best of {args.repeat} alternating runs; baseline = the same segmentation core, then per instance "
+        "`labels == k`, sum and mean (RLE: encode_rle(labels == k) per instance)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
