@@ -1,0 +1,129 @@
+"""Benchmark: training batches per second on real Sartorius images, against a seed-style generator.
+
+Measured in the same run, on the same images (520 x 704, shuffled with a fixed seed), batch 4,
+"strong" augmentation, foreground + border targets:
+- project: `SegmentationSequence.get_batch` (lazy COCO decode to a label map, augmentation of
+  image + label map, targets from the augmented label map) with 256 x 256 crops and with whole
+  images (padded to 544 x 704), built by 1 and by 2 threads (as `PyDataset(workers=2)` does).
+- baseline ("seed-style"): the generator this project replaces: per image, one
+  `coco.annToMask(ann)` per cell in a Python loop, stacked into an H x W x N array; foreground
+  is the stack's max, the border is where the dilated masks of two cells meet (one
+  `cv2.dilate` per cell), then the same augmentation of image + 2-channel target. 1 thread.
+Reported as images per second and the ratio project / baseline.
+
+Usage:
+    python bench/generator.py [--data ../shared/data] [--batches 40] [--baseline-batches 10]
+"""
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cell_seg.data.augment import build_augmentation  # noqa: E402
+from cell_seg.data.dataset import CocoDataset  # noqa: E402
+from cell_seg.io import read_json  # noqa: E402
+from cell_seg.preprocess import normalize_image, pad_to_multiple  # noqa: E402
+
+BATCH_SIZE = 4
+
+
+class SeedStyleGenerator:
+    """The per-annotation mask-stack generator, kept only as the benchmark's baseline."""
+
+    def __init__(self, coco_index, dataset, image_ids, crop_size):
+        self.coco_index = coco_index
+        self.dataset = dataset
+        self.image_ids = image_ids
+        self.crop_size = crop_size
+        self.augment = build_augmentation("strong", seed=0, crop_size=crop_size)
+        self.kernel = np.ones((3, 3), np.uint8)
+
+    def sample(self, image_id):
+        image = normalize_image(self.dataset.load_image(image_id))
+        anns = self.coco_index.imgToAnns[image_id]
+        masks = np.stack([self.coco_index.annToMask(ann) for ann in anns], axis=-1)  # H x W x N
+        foreground = masks.max(axis=-1)
+        dilated = np.stack([cv2.dilate(masks[..., k], self.kernel) for k in range(masks.shape[-1])], axis=-1)
+        border = ((dilated.sum(axis=-1) > 1) & (foreground > 0)).astype(np.uint8)
+        targets = np.dstack([foreground, border])
+        image, targets = self.augment(image, targets)
+        image, _ = pad_to_multiple(image, 32)
+        targets, _ = pad_to_multiple(targets, 32)
+        return image, targets.astype(np.float32)
+
+    def batch(self, index):
+        from cell_seg.data.generator import stack_padded  # a Keras import: only once data is found
+
+        samples = [self.sample(i) for i in self.image_ids[index * BATCH_SIZE : (index + 1) * BATCH_SIZE]]
+        return stack_padded([s[0] for s in samples]), stack_padded([s[1] for s in samples])
+
+
+def images_per_second(make_batch, n_batches, workers):
+    """Images per second building batches 1..n_batches (batch 0 warms up) with `workers` threads."""
+    make_batch(0)
+    start = time.perf_counter()
+    if workers == 1:
+        for index in range(1, n_batches + 1):
+            make_batch(index)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(make_batch, range(1, n_batches + 1)))
+    return n_batches * BATCH_SIZE / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
+    parser.add_argument("--batches", type=int, default=40, help="timed batches per project configuration")
+    parser.add_argument("--baseline-batches", type=int, default=10, help="timed batches per baseline configuration")
+    args = parser.parse_args(argv)
+    folder = Path(args.data) / "sartorius"
+    coco_path, images_dir = folder / "coco_reference.json", folder / "train"
+    if not coco_path.is_file() or not images_dir.is_dir():
+        print(f"{coco_path} or {images_dir} not found: benchmark skipped")
+        return 0
+    from pycocotools.coco import COCO
+
+    from cell_seg.data.generator import SegmentationSequence
+
+    coco = read_json(coco_path)
+    dataset = CocoDataset(coco, images_dir)
+    index = COCO()
+    index.dataset = coco
+    index.createIndex()
+    n_needed = (max(args.batches, args.baseline_batches) + 1) * BATCH_SIZE
+    print(f"data: {coco_path} ({len(dataset)} images); batch {BATCH_SIZE}, 'strong' augmentation, foreground + border")
+
+    rows = []
+    for crop_size, label in ((256, "crop 256"), (None, "full 520x704")):
+        sequence = SegmentationSequence(
+            dataset,
+            channels=("foreground", "border"),
+            batch_size=BATCH_SIZE,
+            crop_size=crop_size,
+            augment="strong",
+            seed=0,
+            steps_per_epoch=max(args.batches, args.baseline_batches) + 1,
+        )
+        order = sequence.epoch_image_ids(0)[:n_needed]
+        baseline = SeedStyleGenerator(index, dataset, order, crop_size)
+        theirs = images_per_second(baseline.batch, args.baseline_batches, 1)
+        for workers in (1, 2):
+            ours = images_per_second(sequence.get_batch, args.batches, workers)
+            rows.append((label, workers, ours, theirs))
+    print(f"{'images':<16}{'threads':>8}{'project img/s':>15}{'seed-style img/s (1 thread)':>29}{'ratio':>8}")
+    for label, workers, ours, theirs in rows:
+        print(f"{label:<16}{workers:>8}{ours:>15.1f}{theirs:>29.1f}{ours / theirs:>7.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Keras batches read from COCO on the fly: image, augmentation, targets; and a tf.data wrapper.
+
+The only module of `cell_seg.data` that imports TensorFlow/Keras.
+
+Per sample: raw image (`CocoDataset.load_image`) and label map (`CocoDataset.load_labels`) ->
+`normalize_image` ("scale" or "minmax"; for "standard", "scale" first) -> augmentation of image
+and label map together (with the random crop in training mode) -> for "standard", `(x - mean) /
+std` -> targets from the augmented label map (`build_targets`) -> zero padding at the bottom and
+right to a multiple of `pad_multiple`.
+
+Two modes:
+
+- training (`crop_size` an int): every sample is a random crop of that size (zero-padded first
+  when the image is smaller), so all batch items have the same size.
+- validation (`crop_size=None`): whole images, padded to a multiple of `pad_multiple`; batch
+  items of different sizes are padded to the largest in the batch.
+
+Padded pixels are 0 in both `x` and `y` (no sample weights): the model learns "background" there,
+which is right for zero images.
+
+Determinism: epoch `e`'s order depends only on `(seed, e)` and sample `i` of epoch `e` is
+augmented with a seed derived from `(seed, e, i)`, so a batch is the same whichever worker thread
+builds it and whatever was read before. `on_epoch_end` moves to the next epoch. Keras'
+`model.fit` calls `on_epoch_end` once before its first epoch too (when it resets its epoch
+iterator), so Keras epoch `k` reads epoch `k + 1` of a fresh sequence; to resume a run at Keras
+epoch `k` with the same data, call `sequence.set_epoch(k)` before `fit(initial_epoch=k)`.
+"""
+
+import itertools
+import math
+import threading
+
+import keras
+import numpy as np
+
+from cell_seg.data.augment import build_augmentation
+from cell_seg.data.dataset import CocoDataset
+from cell_seg.data.targets import build_targets, channel_names
+from cell_seg.errors import ConfigError, DataError
+from cell_seg.preprocess import NORMALIZATION_MODES, normalize_image, pad_to_multiple
+
+
+class SegmentationSequence(keras.utils.PyDataset):
+    """Batches `(x float32 B x H x W x in_channels, y float32 B x H x W x C)` from a COCO data set.
+
+    Args:
+        coco: COCO JSON path, loaded dict, or a `CocoDataset`.
+        images_dir: folder of the images (ignored when `coco` is a `CocoDataset`).
+        channels: target names (see `cell_seg.data.targets`): "foreground", "border", "classes".
+        batch_size: samples per batch.
+        crop_size: int for random training crops; None for whole, padded images (validation).
+        pad_multiple: H and W of every sample are padded to a multiple of this.
+        augment: preset name ("none", "light", "strong"), list of transform dicts, or None.
+        normalization, mean, std, in_channels: see `cell_seg.preprocess.normalize_image`.
+        border_width: ring width of the "border" target.
+        shuffle: new random order every epoch (else file order).
+        seed: seeds order and augmentation (None: random, fixed for this object).
+        class_balanced: draw images with replacement, with probability inversely proportional to
+            the number of images of their `image_class`, so every class is drawn equally often.
+        steps_per_epoch: batches per epoch (default `ceil(n_images / batch_size)`).
+        image_ids: restrict to these image ids (default all, in file order).
+        workers, use_multiprocessing, max_queue_size: passed to `keras.utils.PyDataset`.
+        cache_size: label maps kept in the data set's LRU cache.
+
+    Example:
+        >>> train = SegmentationSequence("train.json", "images", crop_size=256, augment="strong")  # doctest: +SKIP
+        >>> x, y = train[0]                                                                    # doctest: +SKIP
+        >>> x.shape, y.shape, train.channel_names                                              # doctest: +SKIP
+        ((4, 256, 256, 3), (4, 256, 256, 2), ['foreground', 'border'])
+    """
+
+    def __init__(
+        self,
+        coco,
+        images_dir=None,
+        channels=("foreground", "border"),
+        batch_size=4,
+        crop_size=256,
+        pad_multiple=32,
+        augment="light",
+        normalization="scale",
+        mean=None,
+        std=None,
+        in_channels=3,
+        border_width=0,
+        shuffle=True,
+        seed=0,
+        class_balanced=False,
+        steps_per_epoch=None,
+        image_ids=None,
+        workers=1,
+        use_multiprocessing=False,
+        max_queue_size=10,
+        cache_size=0,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        if isinstance(coco, CocoDataset):
+            self.dataset = coco
+        else:
+            if images_dir is None:
+                raise ConfigError("images_dir is needed to read a COCO file")
+            self.dataset = CocoDataset(coco, images_dir, cache_size=cache_size)
+        self.image_ids = list(self.dataset.image_ids if image_ids is None else image_ids)
+        for image_id in self.image_ids:
+            self.dataset.image_info(image_id)  # DataError for unknown ids
+        if not self.image_ids:
+            raise DataError("no images to read", file=self.dataset.source)
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {batch_size!r}")
+        if steps_per_epoch is not None and int(steps_per_epoch) < 1:
+            raise ConfigError(f"steps_per_epoch must be at least 1, not {steps_per_epoch!r}")
+        if normalization not in NORMALIZATION_MODES:
+            raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATION_MODES)}, not {normalization!r}")
+        if in_channels not in (1, 3):
+            raise ConfigError(f"in_channels must be 1 or 3, not {in_channels!r}")
+        if normalization == "standard":
+            if mean is None or std is None:
+                raise ConfigError("normalization 'standard' needs both mean and std")
+            self._mean = np.asarray(mean, np.float32).reshape(-1)
+            self._std = np.asarray(std, np.float32).reshape(-1)
+            for name, value in (("mean", self._mean), ("std", self._std)):
+                if value.size not in (1, in_channels):
+                    raise ConfigError(f"normalization {name} needs 1 or {in_channels} values, got {value.size}")
+            if (self._std == 0).any():
+                raise ConfigError("normalization std must not be 0")
+
+        self.channels = [channels] if isinstance(channels, str) else list(channels)
+        self.category_names = list(self.dataset.category_names)
+        self.n_classes = len(self.category_names)
+        self.channel_names = channel_names(self.channels, self.category_names)
+        self.batch_size = int(batch_size)
+        self.crop_size = crop_size
+        self.pad_multiple = pad_multiple
+        self.normalization = normalization
+        self.mean, self.std = mean, std
+        self.in_channels = in_channels
+        self.border_width = border_width
+        self.shuffle = shuffle
+        self.class_balanced = class_balanced
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
+        self.augmentation = build_augmentation(augment, seed=self.seed, crop_size=crop_size)
+        self.epoch = 0
+        self._orders = {}
+        self._lock = threading.Lock()
+        classes = [self.dataset.image_class(i) for i in self.image_ids]
+        self.image_classes = classes
+        _, inverse, counts = np.unique(np.array([str(c) for c in classes]), return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+        self._balanced_p = weights / weights.sum()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # --- order -----------------------------------------------------------------------------
+
+    def __len__(self):
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return math.ceil(len(self.image_ids) / self.batch_size)
+
+    def _samples_per_epoch(self):
+        if self.steps_per_epoch is None and not self.class_balanced:
+            return len(self.image_ids)
+        return len(self) * self.batch_size
+
+    def epoch_order(self, epoch=None):
+        """Positions (into `image_ids`) of the samples of an epoch, in batch order."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        with self._lock:
+            order = self._orders.get(epoch)
+            if order is None:
+                order = self._orders[epoch] = self._make_order(epoch)
+                for old in [e for e in self._orders if e < epoch - 2]:
+                    del self._orders[old]
+        return order
+
+    def _make_order(self, epoch):
+        n_images, n_samples = len(self.image_ids), self._samples_per_epoch()
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.class_balanced:
+            return rng.choice(n_images, size=n_samples, replace=True, p=self._balanced_p)
+        if self.shuffle:
+            permutations = [rng.permutation(n_images) for _ in range(math.ceil(n_samples / n_images))]
+            return np.concatenate(permutations)[:n_samples]
+        return (np.arange(n_samples) + epoch * n_samples) % n_images  # cycle on through the file order
+
+    def epoch_image_ids(self, epoch=None):
+        """Image ids of the samples of an epoch, in batch order."""
+        return [self.image_ids[i] for i in self.epoch_order(epoch)]
+
+    def on_epoch_end(self):
+        """Move to the next epoch (new order and new augmentations)."""
+        self.epoch += 1
+
+    def set_epoch(self, epoch):
+        """Jump to an epoch (e.g. when resuming training)."""
+        self.epoch = int(epoch)
+
+    # --- samples and batches ---------------------------------------------------------------
+
+    def load_sample(self, image_id, seed=None, pad=True):
+        """One `(x H x W x in_channels, y H x W x C)` sample, float32, padded to `pad_multiple` if `pad`."""
+        image = self.dataset.load_image(image_id)
+        label_map, classes = self.dataset.load_labels(image_id)
+        if image.shape[:2] != label_map.shape:
+            raise DataError(
+                f"image is {image.shape[0]}x{image.shape[1]} but its annotations are "
+                f"{label_map.shape[0]}x{label_map.shape[1]}",
+                file=self.dataset.image_path(image_id),
+            )
+        mode = "scale" if self.normalization == "standard" else self.normalization
+        x = normalize_image(image, mode, in_channels=self.in_channels)
+        # A grayscale image repeated to 3 channels is augmented as one channel: a third of the
+        # work, and the channels stay identical, as they are at prediction time.
+        repeated = x.shape[2] == 3 and (image.ndim == 2 or image.shape[2] == 1)
+        if repeated:
+            x = x[..., :1]
+        x, label_map = self.augmentation(x, label_map, seed=seed)
+        if x.ndim == 2:
+            x = x[..., None]
+        if repeated:
+            x = np.repeat(x, 3, axis=2)
+        x = x.astype(np.float32, copy=False)
+        if self.normalization == "standard":
+            x = (x - self._mean) / self._std
+        y = build_targets(label_map, classes, self.channels, self.n_classes, self.border_width)
+        if pad:
+            x, _ = pad_to_multiple(x, self.pad_multiple)
+            y, _ = pad_to_multiple(y, self.pad_multiple)
+        return x, y
+
+    def get_batch(self, index, epoch=None):
+        """Batch `index` of `epoch` (default: the current epoch)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
+        epoch = self.epoch if epoch is None else int(epoch)
+        order = self.epoch_order(epoch)
+        positions = range(index * self.batch_size, min((index + 1) * self.batch_size, len(order)))
+        samples = []
+        for position in positions:
+            sample_seed = int(np.random.SeedSequence([self.seed, epoch, position]).generate_state(1)[0])
+            samples.append(self.load_sample(self.image_ids[order[position]], seed=sample_seed, pad=False))
+        return (
+            stack_padded([s[0] for s in samples], self.pad_multiple),
+            stack_padded([s[1] for s in samples], self.pad_multiple),
+        )
+
+    def __getitem__(self, index):
+        return self.get_batch(index, self.epoch)
+
+
+def stack_padded(arrays, multiple=1):
+    """Stack `H x W x C` arrays into float32 `B x H' x W' x C`, zero-padding each at the bottom/right.
+
+    `H'` and `W'` are the largest height and width, rounded up to a multiple of `multiple`.
+
+    Example:
+        >>> stack_padded([np.ones((2, 3, 1)), np.ones((4, 2, 1))]).shape
+        (2, 4, 3, 1)
+        >>> stack_padded([np.ones((2, 3, 1)), np.ones((4, 2, 1))], multiple=8).shape
+        (2, 8, 8, 1)
+    """
+    multiple = max(int(multiple or 1), 1)
+    height = -(-max(a.shape[0] for a in arrays) // multiple) * multiple
+    width = -(-max(a.shape[1] for a in arrays) // multiple) * multiple
+    out = np.zeros((len(arrays), height, width) + arrays[0].shape[2:], np.float32)
+    for i, array in enumerate(arrays):
+        out[i, : array.shape[0], : array.shape[1]] = array
+    return out
+
+
+def to_tf_dataset(sequence, prefetch=2, parallel_calls=None):
+    """A `tf.data.Dataset` of a sequence's batches, for `model.fit`.
+
+    Each pass over the dataset (each Keras epoch) is the sequence's next epoch, starting at
+    `sequence.epoch`. Batches are built by `parallel_calls` threads (default: the sequence's
+    `workers`), in order, and `prefetch` batches are prepared ahead.
+
+    Returns:
+        Dataset of `(x, y)` with shapes `(None, None, None, in_channels)` and `(None, None, None, C)`.
+
+    Example:
+        >>> dataset = to_tf_dataset(SegmentationSequence("train.json", "images"))  # doctest: +SKIP
+        >>> model.fit(dataset, epochs=10)                                         # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    epochs = itertools.count(sequence.epoch)
+    n_channels = len(sequence.channel_names)
+
+    def batch_positions():
+        epoch = next(epochs)
+        for index in range(len(sequence)):
+            yield epoch, index
+
+    def load(epoch, index):
+        return sequence.get_batch(int(index), int(epoch))
+
+    def load_tensors(epoch, index):
+        x, y = tf.numpy_function(load, [epoch, index], (tf.float32, tf.float32), stateful=False)
+        x.set_shape((None, None, None, sequence.in_channels))
+        y.set_shape((None, None, None, n_channels))
+        return x, y
+
+    positions = tf.data.Dataset.from_generator(
+        batch_positions,
+        output_signature=(tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64)),
+    )
+    calls = parallel_calls if parallel_calls is not None else max(1, int(sequence.workers))
+    dataset = positions.map(load_tensors, num_parallel_calls=calls, deterministic=True)
+    return dataset.prefetch(prefetch) if prefetch else dataset

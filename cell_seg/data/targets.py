@@ -1,0 +1,159 @@
+"""Training targets built from an instance label map: foreground, borders, per-class channels.
+
+Targets are computed after augmentation, from the augmented label map, with a few OpenCV
+grey-level morphology calls on the whole map (never one pass per instance).
+
+Channel names (the `channels` list):
+- "foreground": 1 on every pixel of an instance.
+- "border": 1 on instance pixels that touch a *different instance*: pixels whose 3 x 3
+  neighbourhood holds a non-zero label other than their own (both sides of each contact are
+  marked; background pixels never are). With `border_width > 0` it also marks a ring inside
+  every instance along its whole outline: instance pixels within `border_width` of a pixel with
+  another label, background included, where "within" uses the disc-shaped structuring element
+  `cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2w + 1, 2w + 1))` (a cross for w = 1).
+  Pixels beyond the image edge count as nothing: the edge of the image is not an outline.
+- "classes": expands to one foreground channel per category, named "class_<category name>",
+  in category order.
+"""
+
+import cv2
+import numpy as np
+
+from cell_seg.errors import ConfigError
+
+TARGET_CHANNELS = ("foreground", "border", "classes")
+
+# Labels are compared as float32 (OpenCV morphology has no int32 path): exact below 2**24.
+_MAX_EXACT_LABEL = 2**24
+_NO_LABEL = np.float32(_MAX_EXACT_LABEL)
+
+
+def _check_channels(channels):
+    channels = [channels] if isinstance(channels, str) else list(channels)
+    for name in channels:
+        if name not in TARGET_CHANNELS:
+            raise ConfigError(f"unknown target channel {name!r} (choose from {', '.join(TARGET_CHANNELS)})")
+    if len(set(channels)) != len(channels):
+        raise ConfigError(f"target channels repeat a name: {channels}")
+    return channels
+
+
+def channel_names(channels, category_names):
+    """Names of the output channels, with "classes" expanded.
+
+    Example:
+        >>> channel_names(["foreground", "border", "classes"], ["astro", "cort"])
+        ['foreground', 'border', 'class_astro', 'class_cort']
+    """
+    names = []
+    for name in _check_channels(channels):
+        if name == "classes":
+            names.extend(f"class_{c}" for c in category_names)
+        else:
+            names.append(name)
+    return names
+
+
+def n_target_channels(channels, n_classes):
+    """Number of output channels of `build_targets`."""
+    return sum(n_classes if name == "classes" else 1 for name in _check_channels(channels))
+
+
+def contact_pixels(label_map):
+    """Boolean map of instance pixels whose 3 x 3 neighbourhood holds another non-zero label.
+
+    Example:
+        >>> contact_pixels(np.array([[1, 1, 2, 2, 0, 3]])).astype(int)
+        array([[0, 1, 1, 0, 0, 0]])
+    """
+    labels = _as_float_labels(label_map)
+    kernel = np.ones((3, 3), np.uint8)
+    highest = cv2.dilate(labels, kernel)
+    # Background must not count as a smaller neighbour: give it a value above every label.
+    lowest_nonzero = cv2.erode(np.where(labels > 0, labels, _NO_LABEL), kernel)
+    return (labels > 0) & ((highest != labels) | (lowest_nonzero != labels))
+
+
+def outline_ring(label_map, width):
+    """Boolean map of instance pixels within `width` of a pixel with any other label (background too).
+
+    Example:
+        >>> square = np.pad(np.ones((4, 4), np.int32), 1)
+        >>> outline_ring(square, 1)[1:-1, 1:-1].astype(int)
+        array([[1, 1, 1, 1],
+               [1, 0, 0, 1],
+               [1, 0, 0, 1],
+               [1, 1, 1, 1]])
+    """
+    labels = _as_float_labels(label_map)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(width) + 1, 2 * int(width) + 1))
+    highest = cv2.dilate(labels, kernel)
+    lowest = cv2.erode(labels, kernel)
+    return (labels > 0) & ((highest != labels) | (lowest != labels))
+
+
+def border_map(label_map, border_width=0):
+    """The "border" target as a boolean map (see the module docstring)."""
+    border = contact_pixels(label_map)
+    if border_width and border_width > 0:
+        border |= outline_ring(label_map, border_width)
+    return border
+
+
+def build_targets(label_map, instance_classes, channels, n_classes, border_width=0):
+    """Stack the requested target channels for one label map.
+
+    Args:
+        label_map: int `H x W`, 0 = background, k = instance k.
+        instance_classes: int array, `[k]` = 0-based category of instance k, `[0]` = -1; needed
+            for "classes" only (may be None otherwise).
+        channels: list of names from `TARGET_CHANNELS`.
+        n_classes: number of categories ("classes" makes this many channels).
+        border_width: ring width for "border" (0: contacts between instances only).
+
+    Returns:
+        float32 `H x W x C`, values 0 or 1, channels in the order of `channel_names`.
+
+    Example:
+        >>> label_map = np.array([[1, 1, 2, 2], [0, 0, 0, 0]], np.int32)
+        >>> targets = build_targets(label_map, np.array([-1, 0, 1]), ["foreground", "border", "classes"], 2)
+        >>> targets.shape
+        (2, 4, 4)
+        >>> targets[0, :, 1]
+        array([0., 1., 1., 0.], dtype=float32)
+        >>> targets[0, :, 3]
+        array([0., 0., 1., 1.], dtype=float32)
+    """
+    channels = _check_channels(channels)
+    label_map = np.asarray(label_map)
+    height, width = label_map.shape[:2]
+    out = np.zeros((height, width, n_target_channels(channels, n_classes)), np.float32)
+    position = 0
+    for name in channels:
+        if name == "foreground":
+            out[..., position] = label_map > 0
+            position += 1
+        elif name == "border":
+            out[..., position] = border_map(label_map, border_width)
+            position += 1
+        else:
+            if instance_classes is None:
+                raise ConfigError("target channel 'classes' needs the instance classes")
+            instance_classes = np.asarray(instance_classes)
+            if label_map.size and label_map.max() >= len(instance_classes):
+                raise ValueError(
+                    f"label {int(label_map.max())} has no class (instance_classes has {len(instance_classes)} entries)"
+                )
+            class_map = instance_classes[label_map]
+            class_map[label_map == 0] = -1
+            for c in range(n_classes):
+                out[..., position + c] = class_map == c
+            position += n_classes
+    return out
+
+
+def _as_float_labels(label_map):
+    label_map = np.asarray(label_map)
+    if label_map.size and label_map.max() >= _MAX_EXACT_LABEL:
+        raise ValueError(f"labels must be below {_MAX_EXACT_LABEL} to build borders")
+    return np.ascontiguousarray(label_map, dtype=np.float32)

@@ -1,0 +1,145 @@
+"""Image normalisation and padding shared by training, evaluation, prediction and export.
+
+Only numpy and OpenCV. The exported SavedModel re-implements `normalize_image` in TensorFlow
+and must agree with it to 1e-5, so every step is spelled out here exactly:
+
+1. Alpha dropped: an `H x W x 4` image keeps its first three channels.
+2. Cast to float32; `H x W` becomes `H x W x 1`.
+3. Channels: 1 channel with `in_channels=3` is repeated three times; 3 channels with
+   `in_channels=1` become the luminance `0.299 R + 0.587 G + 0.114 B` (ITU-R BT.601, as
+   OpenCV's RGB2GRAY, computed in float32 without rounding).
+4. Intensity, by `mode`:
+   - "scale": divided by the dtype's maximum, 255 for uint8 and 65535 for uint16; float
+     images (and any other dtype) are left unchanged.
+   - "minmax": `lo, hi` are the 0.5th and 99.5th percentiles of all values of the image (every
+     pixel and channel after step 3, numpy's default "linear" interpolation); the result is
+     `clip((x - lo) / (hi - lo), 0, 1)`, and all zeros when `hi == lo`. Independent of dtype,
+     so robust for 16-bit microscopy with a narrow used range.
+   - "standard": "scale", then `(x - mean) / std` with `mean` and `std` scalars or one value
+     per output channel (in the scaled units, e.g. 0.5 for mid-grey).
+"""
+
+import numpy as np
+
+from cell_seg.errors import ConfigError, DataError
+
+NORMALIZATION_MODES = ("scale", "minmax", "standard")
+LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
+MINMAX_PERCENTILES = (0.5, 99.5)
+
+_DTYPE_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def dtype_scale(dtype):
+    """The divisor "scale" uses for `dtype`: 255, 65535, or 1 for float and other types."""
+    return _DTYPE_MAX.get(np.dtype(dtype), 1.0)
+
+
+def convert_channels(image, in_channels=3):
+    """Return `image` as float32 `H x W x in_channels` (steps 1 to 3 of the module docstring).
+
+    Example:
+        >>> convert_channels(np.zeros((2, 3), np.uint8)).shape
+        (2, 3, 3)
+        >>> convert_channels(np.full((1, 1, 3), [10, 20, 30], np.uint8), in_channels=1)[0, 0]
+        array([18.15], dtype=float32)
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise DataError(f"expected an H x W, H x W x 1, 3 or 4 image, got shape {image.shape}")
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    image = image.astype(np.float32)
+    channels = image.shape[2]
+    if in_channels == channels:
+        return np.ascontiguousarray(image)
+    if channels == 1 and in_channels == 3:
+        return np.repeat(image, 3, axis=2)
+    if channels == 3 and in_channels == 1:
+        weights = np.asarray(LUMINANCE_WEIGHTS, np.float32)
+        return (image[..., 0:1] * weights[0] + image[..., 1:2] * weights[1] + image[..., 2:3] * weights[2]).astype(
+            np.float32
+        )
+    raise ConfigError(f"in_channels must be 1 or 3, not {in_channels!r}")
+
+
+def normalize_image(image, mode="scale", mean=None, std=None, in_channels=3):
+    """Turn a raw image into the float32 `H x W x in_channels` array a model takes.
+
+    See the module docstring for the exact steps (they are mirrored by the SavedModel export).
+
+    Args:
+        image: `H x W`, `H x W x 1`, `H x W x 3` or `H x W x 4`; uint8, uint16 or float.
+        mode: "scale", "minmax" or "standard".
+        mean, std: for "standard" only; scalars or sequences of `in_channels` values.
+        in_channels: 1 or 3.
+
+    Returns:
+        float32 array `H x W x in_channels`.
+
+    Example:
+        >>> normalize_image(np.array([[0, 255]], np.uint8))[0, 1]
+        array([1., 1., 1.], dtype=float32)
+        >>> normalize_image(np.array([[0, 65535]], np.uint16), in_channels=1)[..., 0]
+        array([[0., 1.]], dtype=float32)
+        >>> normalize_image(np.array([[0, 255]], np.uint8), "standard", mean=0.5, std=0.5, in_channels=1)[..., 0]
+        array([[-1.,  1.]], dtype=float32)
+    """
+    if mode not in NORMALIZATION_MODES:
+        raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATION_MODES)}, not {mode!r}")
+    dtype = np.asarray(image).dtype
+    x = convert_channels(image, in_channels)
+    if mode == "minmax":
+        lo, hi = np.percentile(x, MINMAX_PERCENTILES)
+        if hi <= lo:
+            return np.zeros_like(x)
+        return np.clip((x - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
+    scale = dtype_scale(dtype)
+    if scale != 1.0:
+        x = x / np.float32(scale)
+    if mode == "standard":
+        if mean is None or std is None:
+            raise ConfigError("normalization 'standard' needs both mean and std")
+        mean = np.asarray(mean, np.float32).reshape(-1)
+        std = np.asarray(std, np.float32).reshape(-1)
+        for name, value in (("mean", mean), ("std", std)):
+            if value.size not in (1, in_channels):
+                raise ConfigError(f"normalization {name} needs 1 or {in_channels} values, got {value.size}")
+        if (std == 0).any():
+            raise ConfigError("normalization std must not be 0")
+        x = (x - mean) / std
+    return x.astype(np.float32, copy=False)
+
+
+def pad_to_multiple(array, multiple=32, value=0):
+    """Pad the bottom and right of an `H x W [x C]` array so H and W are multiples of `multiple`.
+
+    Returns:
+        (padded array, (pad_h, pad_w)): the rows and columns added.
+
+    Example:
+        >>> padded, pads = pad_to_multiple(np.ones((30, 33)), 32)
+        >>> padded.shape, pads
+        ((32, 64), (2, 31))
+    """
+    array = np.asarray(array)
+    if multiple is None or multiple <= 1:
+        return array, (0, 0)
+    height, width = array.shape[:2]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return array, (0, 0)
+    pad = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode="constant", constant_values=value), (pad_h, pad_w)
+
+
+def crop_to(array, shape):
+    """Keep the top-left `shape[:2]` of an array: undoes `pad_to_multiple`.
+
+    Example:
+        >>> crop_to(np.zeros((32, 64, 2)), (30, 33)).shape
+        (30, 33, 2)
+    """
+    return np.asarray(array)[: int(shape[0]), : int(shape[1])]

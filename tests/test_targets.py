@@ -1,0 +1,103 @@
+"""Training targets from label maps (cell_seg.data.targets), on hand-made maps."""
+
+import numpy as np
+import pytest
+
+from cell_seg.data.synthetic import make_synthetic
+from cell_seg.data.targets import build_targets, channel_names, contact_pixels, outline_ring
+from cell_seg.errors import ConfigError
+
+
+def _touching_squares():
+    labels = np.zeros((8, 10), np.int32)
+    labels[2:6, 1:5] = 1
+    labels[2:6, 5:9] = 2
+    return labels
+
+
+def _naive_contacts(labels):
+    """Per-pixel reference: an instance pixel with another non-zero label in its 3 x 3 neighbourhood."""
+    height, width = labels.shape
+    out = np.zeros(labels.shape, bool)
+    for r in range(height):
+        for c in range(width):
+            own = labels[r, c]
+            if own == 0:
+                continue
+            window = labels[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]
+            out[r, c] = ((window != own) & (window != 0)).any()
+    return out
+
+
+def test_touching_squares_border_is_the_two_contact_columns():
+    labels = _touching_squares()
+    targets = build_targets(labels, np.array([-1, 0, 0]), ["foreground", "border"], 1)
+    assert targets.dtype == np.float32 and targets.shape == (8, 10, 2)
+    np.testing.assert_array_equal(targets[..., 0], labels > 0)
+    expected = np.zeros(labels.shape, np.float32)
+    expected[2:6, 4:6] = 1  # column 4 of square 1 and column 5 of square 2
+    np.testing.assert_array_equal(targets[..., 1], expected)
+
+
+def test_diagonal_contact_counts():
+    labels = np.zeros((4, 4), np.int32)
+    labels[0, 0] = 1
+    labels[1, 1] = 2
+    np.testing.assert_array_equal(contact_pixels(labels), labels > 0)
+
+
+def test_isolated_square_has_no_border_without_width():
+    labels = np.zeros((10, 10), np.int32)
+    labels[2:8, 2:8] = 3
+    assert not build_targets(labels, None, ["border"], 0).any()
+    # touching the image edge is not a contact, nor part of the outline ring
+    edge = np.zeros((10, 10), np.int32)
+    edge[:, :3] = 7
+    assert not contact_pixels(edge).any()
+    assert not outline_ring(edge, 1)[:, :2].any() and outline_ring(edge, 1)[:, 2].all()
+
+
+def test_ring_width():
+    labels = np.zeros((14, 14), np.int32)
+    labels[2:12, 2:12] = 1  # 10 x 10 square
+    for width in (1, 2, 3):
+        border = build_targets(labels, None, ["border"], 0, border_width=width)[..., 0]
+        expected = np.zeros_like(border)
+        expected[2:12, 2:12] = 1
+        expected[2 + width : 12 - width, 2 + width : 12 - width] = 0
+        np.testing.assert_array_equal(border, expected, err_msg=f"width {width}")
+
+
+def test_ring_is_inside_each_of_two_touching_instances():
+    labels = _touching_squares()
+    ring = outline_ring(labels, 1)
+    assert not ring[labels == 0].any()
+    assert ring[2:6, 4].all() and ring[2:6, 5].all()  # the shared side is an outline of both
+    assert not ring[3:5, 2:4].any() and not ring[3:5, 6:8].any()  # interiors
+
+
+def test_vectorised_border_matches_per_pixel_reference():
+    for _, _, labels, _ in make_synthetic(3, shape=(40, 56), seed=5, cells=(8, 15)):
+        np.testing.assert_array_equal(contact_pixels(labels), _naive_contacts(labels))
+
+
+def test_class_channels_and_names():
+    labels = _touching_squares()
+    labels[7, 9] = 3
+    classes = np.array([-1, 2, 0, 2])
+    targets = build_targets(labels, classes, ["classes", "foreground"], 3)
+    assert targets.shape == (8, 10, 4)
+    np.testing.assert_array_equal(targets[..., 0], labels == 2)
+    assert not targets[..., 1].any()
+    np.testing.assert_array_equal(targets[..., 2], (labels == 1) | (labels == 3))
+    np.testing.assert_array_equal(targets[..., 3], labels > 0)
+    assert channel_names(["classes", "foreground"], ["a", "b", "c"]) == ["class_a", "class_b", "class_c", "foreground"]
+
+
+def test_bad_channel_names():
+    with pytest.raises(ConfigError, match="edges"):
+        build_targets(np.zeros((2, 2), np.int32), None, ["edges"], 1)
+    with pytest.raises(ConfigError):
+        channel_names(["border", "border"], [])
+    with pytest.raises(ConfigError):
+        build_targets(np.ones((2, 2), np.int32), None, ["classes"], 1)
