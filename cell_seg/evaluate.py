@@ -1,0 +1,208 @@
+"""Evaluate a trained model on a COCO validation set and tune its post-processing.
+
+    python -m cell_seg.evaluate --model runs/demo --coco val.json --images DIR [--tune] [--out DIR]
+
+Reports the Sartorius/DSB mAP over IoU 0.50:0.95 (overall and per class), COCO AP/AP50/AP75, the
+HuBMAP-style AP at IoU 0.6 and the foreground IoU, for both post-processing modes when the model
+has a border channel. `--tune` searches thresholds and minimum areas (per class when the data has
+classes) to maximise the mAP and writes `postprocess.json`, which predict and export then use.
+"""
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cell_seg.cli import run_main
+from cell_seg.io import write_json_atomic
+
+FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+BORDER_THRESHOLDS = (0.3, 0.5, 0.7)
+MIN_AREAS = (0, 10, 25, 50)
+
+
+def predict_dataset(predictor, dataset, desc="predicting"):
+    """Run the model on every image: list of dicts with key, class, probs (float16), truth label map."""
+    results = []
+    for image_id in tqdm(dataset.image_ids, desc=desc, unit="img", file=sys.stderr):
+        image = dataset.load_image(image_id)
+        truth, _ = dataset.load_labels(image_id)
+        probs = predictor.predict_probs(image)
+        results.append(
+            {"key": dataset.key(image_id), "class": dataset.image_class(image_id), "probs": probs.astype(np.float16), "truth": truth}
+        )
+    return results
+
+
+def _instances(record, channels, mode, settings):
+    from cell_seg.postprocess import PostprocessConfig, to_instances
+
+    return to_instances(record["probs"].astype(np.float32), channels, mode=mode, config=PostprocessConfig.from_dict(settings))
+
+
+def score_predictions(records, channels, mode, settings, full=False):
+    """Post-process and score. full=False returns only the mAP (for tuning); True returns every metric."""
+    from cell_seg import metrics
+
+    preds, scores = [], []
+    for record in records:
+        labels, instances = _instances(record, channels, mode, settings)
+        preds.append(labels)
+        scores.append(np.array([inst["score"] for inst in instances], np.float32))
+    truths = [r["truth"] for r in records]
+    classes = [r["class"] for r in records]
+    result = metrics.map_iou(truths, preds, classes=classes if any(c is not None for c in classes) else None)
+    if not full:
+        return float(result["map"])
+    out = {"map": float(result["map"])}
+    out["per_class"] = {str(k): float(v) for k, v in (result.get("per_class") or {}).items()}
+    out["ap_iou_0.6"] = float(metrics.ap_at_iou(truths, preds, scores, iou_threshold=0.6))
+    out["foreground_iou"] = float(metrics.foreground_iou(truths, preds))
+    coco = metrics.coco_eval(
+        metrics.coco_gt_from_label_maps(truths), metrics.coco_results_from_label_maps(preds, scores), use_categories=False
+    )
+    out.update({f"coco_{k}": float(coco[k]) for k in ("AP", "AP50", "AP75")})
+    table = result.get("table")
+    if table is not None:
+        out["table"] = table.to_dict(orient="records") if hasattr(table, "to_dict") else table
+    return out
+
+
+def tune_postprocess(records, channels, mode, base=None):
+    """Grid-search thresholds and minimum area; per class when images carry classes.
+
+    Returns (settings dict for PostprocessConfig, best mAP, table of per-class bests).
+    """
+    base = dict(base or {})
+    grid = [("fg_threshold", FG_THRESHOLDS), ("min_area", MIN_AREAS)]
+    if mode == "watershed":
+        grid.insert(1, ("border_threshold", BORDER_THRESHOLDS))
+    names = [name for name, _ in grid]
+    combos = list(itertools.product(*[values for _, values in grid]))
+
+    def best_for(subset, desc):
+        best_score, best_params = -1.0, None
+        for values in tqdm(combos, desc=desc, unit="set", file=sys.stderr, leave=False):
+            params = dict(zip(names, values))
+            score = score_predictions(subset, channels, mode, {**base, **params})
+            if score > best_score:
+                best_score, best_params = score, params
+        return best_params, best_score
+
+    classes = sorted({r["class"] for r in records if r["class"] is not None})
+    settings = dict(base)
+    table = []
+    if len(classes) > 1:
+        per_class = {}
+        for name in classes:
+            subset = [r for r in records if r["class"] == name]
+            params, score = best_for(subset, f"tuning {mode} ({name})")
+            per_class[name] = params
+            table.append({"class": name, **params, "map": score, "images": len(subset)})
+        overall_params, _ = best_for(records, f"tuning {mode} (all)")
+        settings.update(overall_params)
+        settings["per_class"] = per_class
+    else:
+        params, score = best_for(records, f"tuning {mode}")
+        settings.update(params)
+        table.append({"class": classes[0] if classes else "all", **params, "map": score, "images": len(records)})
+    best = score_predictions(records, channels, mode, settings)
+    return settings, best, table
+
+
+def evaluate_records(records, channels, postprocess=None, tune=False, modes=None):
+    """Score (and optionally tune) every mode; returns (metrics dict, best settings dict with 'mode')."""
+    postprocess = dict(postprocess or {})
+    preferred = postprocess.pop("mode", None)
+    modes = modes or (["components", "watershed"] if "border" in channels else ["components"])
+    report = {"modes": {}, "tuning": {}}
+    best_mode, best_settings, best_score = None, None, -1.0
+    for mode in modes:
+        settings = dict(postprocess)
+        if tune:
+            settings, _, table = tune_postprocess(records, channels, mode, base=postprocess)
+            report["tuning"][mode] = {"settings": settings, "table": table}
+        metrics = score_predictions(records, channels, mode, settings, full=True)
+        report["modes"][mode] = metrics
+        if metrics["map"] > best_score or (not tune and mode == preferred):
+            best_mode, best_settings, best_score = mode, settings, metrics["map"]
+    report["best_mode"] = best_mode
+    summary = {f"map_{mode}": report["modes"][mode]["map"] for mode in modes}
+    summary["map"] = report["modes"][best_mode]["map"]
+    summary["ap_iou_0.6"] = report["modes"][best_mode]["ap_iou_0.6"]
+    if "coco_AP50" in report["modes"][best_mode]:
+        summary["coco_AP50"] = report["modes"][best_mode]["coco_AP50"]
+    report["summary"] = summary
+    return report, {"mode": best_mode, **best_settings}
+
+
+def print_report(report, file=sys.stderr):
+    """A small terminal table: mAP per mode and class, and the tuned settings."""
+    for mode, metrics in report["modes"].items():
+        per_class = ", ".join(f"{k} {v:.3f}" for k, v in metrics.get("per_class", {}).items())
+        extra = f" ({per_class})" if per_class else ""
+        print(f"{mode:>10}: mAP {metrics['map']:.3f}{extra}, AP@0.6 {metrics['ap_iou_0.6']:.3f}, "
+              f"fg IoU {metrics['foreground_iou']:.3f}", file=file)
+    for mode, tuned in report.get("tuning", {}).items():
+        for row in tuned["table"]:
+            settings = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("class", "map", "images"))
+            print(f"  tuned {mode} [{row['class']}, {row['images']} images]: {settings} -> mAP {row['map']:.3f}", file=file)
+    print(f"best mode: {report['best_mode']}", file=file)
+
+
+def evaluate_run(run_dir, model=None, coco=None, images=None, tune=True, predictor=None, out_dir=None):
+    """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json."""
+    from cell_seg.data.dataset import CocoDataset
+    from cell_seg.inference import Predictor
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir or run_dir)
+    predictor = predictor or Predictor.load(run_dir)
+    dataset = CocoDataset(coco, images)
+    started = time.time()
+    records = predict_dataset(predictor, dataset)
+    report, settings = evaluate_records(records, predictor.channels, predictor.postprocess, tune=tune)
+    report["images"] = len(records)
+    report["seconds"] = round(time.time() - started, 1)
+    report["model"] = predictor.source
+    write_json_atomic(report, out_dir / "metrics.json", indent=2)
+    if tune:
+        write_json_atomic(settings, out_dir / "postprocess.json", indent=2)
+    print_report(report)
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m cell_seg.evaluate",
+        description="Score a trained model on a COCO validation set; --tune searches post-processing settings.",
+    )
+    parser.add_argument("--model", required=True, help="run directory, .keras file or exported SavedModel directory")
+    parser.add_argument("--coco", required=True, help="COCO JSON with the ground truth")
+    parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
+    parser.add_argument("--tune", action="store_true", help="tune thresholds / min areas and write postprocess.json")
+    parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "
+                        "or the current directory for a .keras file or SavedModel)")
+    args = parser.parse_args(argv)
+    from cell_seg.inference import Predictor
+    from cell_seg.io import read_json
+
+    predictor = Predictor.load(args.model)
+    model_path = Path(args.model)
+    out = args.out or (model_path if model_path.is_dir() and not (model_path / "saved_model.pb").exists() else ".")
+    report = evaluate_run(model_path, coco=read_json(args.coco), images=args.images, tune=args.tune,
+                          predictor=predictor, out_dir=out)
+    print(f"mAP {report['summary']['map']:.3f} ({report['best_mode']}); metrics written to {Path(out) / 'metrics.json'}")
+    return 0
+
+
+def cli():
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

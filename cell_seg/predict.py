@@ -1,0 +1,108 @@
+"""Predict cell instances for a folder of images and write a submission or label images.
+
+    python -m cell_seg.predict --model PATH --images DIR --out FILE_OR_DIR --format sartorius|hubmap|coco|labels
+
+`--model` is a run directory, a `.keras` file or an exported SavedModel directory; the model's
+tuned post-processing (`postprocess.json`, or the SavedModel's metadata) is used unless
+overridden. With a SavedModel this needs only TensorFlow, numpy, OpenCV and pandas: importing
+this module imports none of segmentation-models, albumentations or pycocotools.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cell_seg.cli import run_main
+from cell_seg.errors import DataError
+
+FORMATS = ("sartorius", "hubmap", "coco", "labels")
+
+
+def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta=False, skip_bad=False, overlays=False):
+    """Predict every image of `images` (id -> path) and write `out` in format `fmt`.
+
+    Returns (n_images, n_instances, skipped list of (key, reason)).
+    """
+    from cell_seg import submission
+    from cell_seg.io import read_image
+
+    rows, results, skipped, n_instances = [], [], [], 0
+    out = Path(out)
+    if fmt == "labels":
+        out.mkdir(parents=True, exist_ok=True)
+    for number, (key, path) in enumerate(tqdm(sorted(images.items()), desc="predicting", unit="img", file=sys.stderr), 1):
+        try:
+            image = read_image(path)
+        except DataError as error:
+            if not skip_bad:
+                raise
+            skipped.append((key, error.message))
+            continue
+        label_map, instances = predictor.predict_instances(image, mode=mode, postprocess=postprocess, tta=tta)
+        scores = [inst["score"] for inst in instances]
+        n_instances += len(instances)
+        if fmt == "sartorius":
+            rows.extend(submission.sartorius_rows(key, label_map))
+        elif fmt == "hubmap":
+            rows.append(submission.hubmap_row(key, label_map, scores))
+        elif fmt == "coco":
+            results.extend(submission.coco_results(number, label_map, scores))
+        else:
+            submission.write_label_image(label_map, out / f"{key}.png")
+            if overlays:
+                from cell_seg.io import write_image
+                from cell_seg.viz import outline_overlay
+
+                write_image(outline_overlay(image, label_map), out / f"{key}_overlay.png")
+    if fmt == "sartorius":
+        submission.write_sartorius_csv(rows, out)
+    elif fmt == "hubmap":
+        submission.write_hubmap_csv(rows, out)
+    elif fmt == "coco":
+        submission.write_coco_results(results, out)
+    return len(images) - len(skipped), n_instances, skipped
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m cell_seg.predict",
+        description="Predict cell instances for every PNG/TIFF/JPEG in a folder and write a submission.",
+    )
+    parser.add_argument("--model", required=True, help="run directory, .keras file or exported SavedModel directory")
+    parser.add_argument("--images", required=True, help="folder of images (also DIR/<id>/images/<id>.png); id = file stem")
+    parser.add_argument("--out", required=True, help="CSV (sartorius, hubmap), JSON (coco) or folder (labels)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="output format")
+    parser.add_argument("--mode", choices=("components", "watershed"), help="override the post-processing mode")
+    parser.add_argument("--postprocess", help="JSON file of post-processing settings (default: the model's tuned ones)")
+    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
+    parser.add_argument("--overlays", action="store_true", help="with --format labels: also write outline overlays")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (reported) instead of stopping")
+    args = parser.parse_args(argv)
+
+    from cell_seg.inference import Predictor
+    from cell_seg.io import list_images
+
+    images = list_images(args.images)
+    if not images:
+        raise DataError("no PNG/TIFF/JPEG images found", file=args.images)
+    postprocess = json.loads(Path(args.postprocess).read_text()) if args.postprocess else None
+    predictor = Predictor.load(args.model)
+    n_images, n_instances, skipped = predict_folder(
+        predictor, images, args.out, args.format, mode=args.mode, postprocess=postprocess, tta=args.tta,
+        skip_bad=args.skip_bad, overlays=args.overlays,
+    )
+    for key, reason in skipped:
+        print(f"skipped {key}: {reason}", file=sys.stderr)
+    print(f"wrote {args.out}: {n_images} images, {n_instances} instances, {len(skipped)} skipped", file=sys.stderr)
+    return 0
+
+
+def cli():
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,387 @@
+"""Train a segmentation model from a config: `python -m cell_seg.train [--config X.yaml] [key=value ...]`.
+
+With no arguments it trains a small model on the embedded DSB2018 demo data (a few minutes on a
+laptop CPU), evaluates it on the validation images and prints where the run went.
+
+Each run writes `runs/<name>/`: `config.yaml` (resolved), `metadata.json` (channels, classes,
+normalisation), `checkpoints/best.keras` and `last.keras`, `backup/` (resume state while running),
+`history.csv`, `logs/` (TensorBoard), `model.keras` (best epoch), `training_curves.png`, and after
+evaluation `metrics.json` and `postprocess.json` (tuned thresholds).
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cell_seg import __version__
+from cell_seg.cli import run_main
+from cell_seg.config import describe_fields, load_config, save_config
+from cell_seg.errors import ConfigError, DataError
+from cell_seg.io import read_json, write_json_atomic
+
+# The settings `python -m cell_seg.train` uses with no --config (same as configs/demo.yaml).
+DEMO_CONFIG = Path(__file__).resolve().parent / "sample_data" / "demo.yaml"
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def resolve_data(config):
+    """Return (train_coco, val_coco, images_dir) for a config, splitting `data.coco` if needed."""
+    data = config.data
+    if data.train is not None:
+        train_path, val_path = Path(data.train), Path(data.val)
+        for key, path in (("data.train", train_path), ("data.val", val_path)):
+            if not path.is_file():
+                raise DataError(f"dataset file not found (config key {key})", file=path)
+        train_coco, val_coco = read_json(train_path), read_json(val_path)
+        images = Path(data.images) if data.images else train_path.parent
+    else:
+        if data.coco in (None, "demo"):
+            from cell_seg.sample_data import COCO_JSON, IMAGES_DIR
+
+            coco_path, default_images = Path(COCO_JSON), Path(IMAGES_DIR)
+        else:
+            coco_path = Path(data.coco)
+            default_images = coco_path.parent
+            if not coco_path.is_file():
+                raise DataError("dataset file not found (config key data.coco)", file=coco_path)
+        coco = read_json(coco_path)
+        images = Path(data.images) if data.images else default_images
+        from cell_seg.data.split import split_coco
+
+        train_coco, val_coco = split_coco(
+            coco, val_fraction=data.val_fraction, seed=data.split_seed, group=data.split_group
+        )
+    if not images.is_dir():
+        raise DataError("image folder not found (config key data.images)", file=images)
+    if not train_coco.get("images"):
+        raise DataError("no training images", file=data.train or data.coco)
+    if not val_coco.get("images"):
+        raise DataError("no validation images", file=data.val or data.coco)
+    if data.max_val_images:
+        keep = val_coco["images"][: data.max_val_images]
+        ids = {image["id"] for image in keep}
+        val_coco = dict(val_coco, images=keep, annotations=[a for a in val_coco["annotations"] if a["image_id"] in ids])
+    return train_coco, val_coco, images
+
+
+def make_sequences(config, train_coco, val_coco, images, stride, val_batch_size=None):
+    """Training (random crops, augmentation) and validation (whole padded images) PyDatasets."""
+    from cell_seg.data.generator import SegmentationSequence
+
+    data = config.data
+    common = dict(
+        channels=tuple(data.channels),
+        normalization=data.normalization,
+        mean=data.mean,
+        std=data.std,
+        in_channels=config.model.in_channels,
+        border_width=data.border_width,
+        pad_multiple=max(stride, 32),
+    )
+    train = SegmentationSequence(
+        train_coco,
+        images,
+        batch_size=data.batch_size,
+        crop_size=data.crop_size,
+        augment=data.augment,
+        shuffle=True,
+        seed=config.train.seed,
+        class_balanced=data.class_balanced,
+        steps_per_epoch=data.steps_per_epoch,
+        workers=data.workers,
+        use_multiprocessing=data.use_multiprocessing,
+        **common,
+    )
+    val = SegmentationSequence(
+        val_coco, images, batch_size=val_batch_size or data.val_batch_size, crop_size=None, augment="none", shuffle=False, seed=0, **common
+    )
+    return train, val
+
+
+# --- hardware ---------------------------------------------------------------------------------
+
+
+def set_seeds(seed):
+    """Seed Python, numpy and TensorFlow (and Keras' global generator)."""
+    import keras
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def make_strategy(name):
+    """A tf.distribute strategy: auto = Mirrored when more than one GPU is visible."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("config key 'train.strategy' is multiworker but TF_CONFIG is not set")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"config key 'train.strategy' has unknown value {name!r}")
+
+
+# --- model, optimiser, callbacks --------------------------------------------------------------
+
+
+def make_optimizer(train):
+    import keras
+
+    if train.optimizer == "adam":
+        return keras.optimizers.Adam(train.learning_rate)
+    if train.optimizer == "adamw":
+        return keras.optimizers.AdamW(train.learning_rate, weight_decay=train.weight_decay)
+    return keras.optimizers.SGD(train.learning_rate, momentum=0.9, nesterov=True)
+
+
+def cosine_schedule(train):
+    """Epoch -> learning rate: linear warm-up, then cosine decay to min_learning_rate."""
+
+    def schedule(epoch, lr=None):
+        if epoch < train.warmup_epochs:
+            return train.learning_rate * (epoch + 1) / train.warmup_epochs
+        span = max(1, train.epochs - train.warmup_epochs)
+        progress = min(1.0, (epoch - train.warmup_epochs) / span)
+        return train.min_learning_rate + 0.5 * (train.learning_rate - train.min_learning_rate) * (1 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+def make_callbacks(config, run_dir):
+    import keras
+
+    train = config.train
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    mode = "max" if any(word in train.monitor for word in ("iou", "dice", "map")) else "min"
+    callbacks = [
+        # BackupAndRestore first: on resume it restores weights, optimiser and epoch before others run.
+        keras.callbacks.BackupAndRestore(
+            str(run_dir / "backup"), save_freq=train.backup_every_batches or "epoch", delete_checkpoint=True
+        ),
+        keras.callbacks.ModelCheckpoint(str(checkpoints / "best.keras"), monitor=train.monitor, mode=mode, save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(checkpoints / "last.keras")),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if train.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=train.monitor, mode=mode, factor=train.plateau_factor, patience=train.plateau_patience,
+                min_lr=train.min_learning_rate, verbose=train.verbose,
+            )
+        )
+    elif train.schedule == "cosine":
+        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(train)))
+    if train.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping_patience)
+        )
+    return callbacks
+
+
+def completed_epochs(run_dir):
+    """Epochs recorded in history.csv (after a finished or interrupted run)."""
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return 0
+    import pandas as pd
+
+    try:
+        history = pd.read_csv(path)
+    except Exception:
+        return 0
+    return int(history["epoch"].max()) + 1 if len(history) else 0
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def run_directory(config):
+    return Path(config.out_dir) if config.out_dir else Path("runs") / config.name
+
+
+def fresh_run_directory(config):
+    """runs/<name>, or runs/<name>-2, -3, ... when that already holds a run (never overwrite a run)."""
+    base = run_directory(config)
+    candidate, n = base, 1
+    while (candidate / "config.yaml").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
+    """Train the run described by `config`; returns (model, history).
+
+    A fresh run never overwrites an earlier one: it goes to `runs/<name>-2` and so on. With
+    `resume=True` it continues the run in `config.out_dir`: if `backup/` exists (the run was
+    interrupted) the interrupted epoch restarts from the last backup; if the run had finished and
+    `train.epochs` was raised, training continues from `checkpoints/last.keras`.
+    """
+    # Data first: a bad path fails in a second, before TensorFlow loads or a run directory appears.
+    train_coco, val_coco, images = resolve_data(config)
+
+    import keras
+
+    from cell_seg.losses import build_loss, build_metrics
+    from cell_seg.models import build_model, load_model, model_stride
+
+    if not resume:
+        config.out_dir = str(fresh_run_directory(config))
+    run_dir = run_directory(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_seeds(config.train.seed)
+    if config.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    strategy = make_strategy(config.train.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.data.batch_size % replicas:
+        raise ConfigError(f"config key 'data.batch_size' ({config.data.batch_size}) must be a multiple of the {replicas} replicas")
+    stride = model_stride(config.model)
+    train_seq, val_seq = make_sequences(config, train_coco, val_coco, images, stride, val_batch_size=max(config.data.val_batch_size, replicas))
+    if len(val_coco["images"]) < replicas:
+        raise ConfigError(f"{len(val_coco['images'])} validation image(s) cannot be shared by {replicas} replicas; "
+                          "raise data.val_fraction")
+    # Every replica needs at least one image: with several, drop a last partial validation batch.
+    validation_steps = len(val_seq) if replicas == 1 else max(1, len(val_coco["images"]) // val_seq.batch_size)
+    channels = list(train_seq.channel_names)
+    save_config(config, run_dir / "config.yaml")
+    metadata = {
+        "version": __version__,
+        "channels": channels,
+        "class_names": [c["name"] for c in sorted(train_coco.get("categories", []), key=lambda c: c["id"])],
+        "normalization": {"mode": config.data.normalization, "mean": config.data.mean, "std": config.data.std},
+        "in_channels": config.model.in_channels,
+        "stride": max(stride, 32),
+        "config": config.to_dict(),
+    }
+    write_json_atomic(metadata, run_dir / "metadata.json", indent=2)
+
+    last = run_dir / "checkpoints" / "last.keras"
+    initial_epoch = 0
+    with strategy.scope():
+        if resume and last.is_file() and not (run_dir / "backup").exists():
+            model = load_model(last)
+            initial_epoch = completed_epochs(run_dir)
+            print(f"continuing {run_dir} from {last} at epoch {initial_epoch}", file=sys.stderr)
+        else:
+            model = build_model(config.model, len(channels))
+        model.compile(
+            optimizer=make_optimizer(config.train),
+            loss=build_loss(config.loss, len(channels)),
+            metrics=build_metrics(channels),
+            jit_compile=config.train.xla,
+        )
+    callbacks = make_callbacks(config, run_dir) + list(extra_callbacks)
+    started = time.time()
+    # Our own tf.data wrappers: Keras' PyDataset adapter fixes the batch shape from the first
+    # batch, which breaks validation on whole images of different sizes.
+    from cell_seg.data.generator import to_tf_dataset
+
+    train_seq.set_epoch(initial_epoch)
+    history = model.fit(
+        to_tf_dataset(train_seq).repeat(),
+        steps_per_epoch=len(train_seq),
+        validation_data=to_tf_dataset(val_seq).repeat(),
+        validation_steps=validation_steps,
+        shuffle=False,  # the sequences shuffle, seeded per epoch
+        epochs=config.train.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=config.train.verbose,
+    )
+    train_seconds = time.time() - started
+
+    best = run_dir / "checkpoints" / "best.keras"
+    if best.is_file():
+        model = load_model(best)
+        shutil.copyfile(best, run_dir / "model.keras")
+    else:
+        model.save(run_dir / "model.keras")
+    try:
+        from cell_seg.viz import plot_history
+
+        plot_history(run_dir / "history.csv", save=run_dir / "training_curves.png")
+    except Exception as error:  # a plot must never lose a finished training
+        print(f"warning: training curves not drawn ({error})", file=sys.stderr)
+    write_json_atomic({"train_seconds": train_seconds, "epochs": config.train.epochs}, run_dir / "train_time.json")
+
+    if evaluate_after:
+        from cell_seg.evaluate import evaluate_run
+
+        evaluate_run(run_dir, model=model, coco=val_coco, images=images, tune=config.eval.tune)
+    return model, history
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m cell_seg.train",
+        description="Train a cell segmentation model. With no arguments: a small model on the embedded demo data.",
+        epilog="Examples:\n  python -m cell_seg.train\n"
+        "  python -m cell_seg.train --config configs/sartorius_unet_effb0.yaml train.epochs=5 model.backbone=efficientnetb3\n"
+        "  python -m cell_seg.train --resume runs/sartorius_unet_effb0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML config (default: the demo config, configs/demo.yaml, shipped in the package)")
+    parser.add_argument("--out", help="run directory (default runs/<name>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
+    parser.add_argument("--no-eval", action="store_true", help="skip evaluation and threshold tuning after training")
+    parser.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.help_config:
+        print(describe_fields())
+        return 0
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise DataError("not a run directory (no config.yaml)", file=run_dir)
+        config = load_config(run_dir / "config.yaml", args.overrides)
+        config.out_dir = str(run_dir)
+    else:
+        config = load_config(args.config or DEMO_CONFIG, args.overrides)
+        if args.out:
+            config.out_dir = args.out
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run(config, evaluate_after=not args.no_eval, resume=bool(args.resume))
+    run_dir = run_directory(config)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.get("summary", {}).items())
+        print(f"validation: {summary}")
+    print(f"run written to {run_dir}")
+    return 0
+
+
+def cli():
+    run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

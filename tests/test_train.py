@@ -1,0 +1,207 @@
+"""Training end to end on tiny synthetic data: run dir, resume, strategies, evaluate/predict/export CLIs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cell_seg.config import load_config
+from cell_seg.data.synthetic import write_synthetic_coco
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.name=unet_plain", "model.filters=4", "model.depth=2",
+    "data.crop_size=64", "data.batch_size=2", "data.steps_per_epoch=2", "data.augment=light",
+    "train.epochs=2", "train.verbose=0", "eval.tune=false",
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    coco = write_synthetic_coco(root, n_images=6, shape=(96, 112), seed=3, cells=(4, 8))
+    return coco, root / "images"
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic, tmp_path_factory):
+    from cell_seg.train import run
+
+    coco, images = synthetic
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    config = load_config(None, TINY + [f"data.coco={coco}", f"data.images={images}", f"out_dir={out}"])
+    model, history = run(config)
+    return out, model, history
+
+
+def cli(module, *args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+
+
+def test_run_writes_the_run_directory(trained_run):
+    out, model, history = trained_run
+    for name in ("config.yaml", "metadata.json", "history.csv", "model.keras", "training_curves.png",
+                 "metrics.json", "checkpoints/best.keras", "checkpoints/last.keras"):
+        assert (out / name).is_file(), name
+    assert (out / "logs").is_dir()
+    assert not (out / "backup").exists()  # removed once training completes
+    assert len(pd.read_csv(out / "history.csv")) == 2
+    assert set(history.history) >= {"loss", "val_loss", "iou_foreground", "val_iou_border"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["summary"]["map"] <= 1.0
+    assert set(metrics["modes"]) == {"components", "watershed"}
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["channels"] == ["foreground", "border"]
+
+
+def test_saved_model_reloads_with_identical_outputs(trained_run):
+    from cell_seg.models import load_model
+
+    out, model, _ = trained_run
+    x = np.random.default_rng(0).random((1, 64, 96, 3)).astype(np.float32)
+    reloaded = load_model(out / "model.keras")
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(reloaded(x)), atol=1e-6)
+
+
+def test_a_second_run_never_overwrites_the_first(trained_run, synthetic):
+    from cell_seg.train import fresh_run_directory
+
+    out, _, _ = trained_run
+    config = load_config(None, [f"out_dir={out}"])
+    assert fresh_run_directory(config) == out.with_name(out.name + "-2")
+
+
+class StopAfterBatches:
+    """A Keras callback factory that interrupts training in epoch `epoch` after `batches` batches."""
+
+    def __new__(cls, epoch, batches):
+        import keras
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_begin(self, e, logs=None):
+                self.current = e
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self.current == epoch and batch + 1 >= batches:
+                    raise KeyboardInterrupt("simulated kill")
+
+        return Stop()
+
+
+def test_resume_after_interruption_loses_at_most_one_epoch(synthetic, tmp_path):
+    from cell_seg.train import run
+
+    coco, images = synthetic
+    out = tmp_path / "killed"
+    overrides = TINY + [f"data.coco={coco}", f"data.images={images}", f"out_dir={out}", "train.epochs=3"]
+    config = load_config(None, overrides)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, extra_callbacks=[StopAfterBatches(epoch=1, batches=1)], evaluate_after=False)
+    assert (out / "backup").is_dir()
+    assert len(pd.read_csv(out / "history.csv")) == 1  # epoch 0 finished, epoch 1 interrupted
+
+    resumed = load_config(out / "config.yaml")
+    resumed.out_dir = str(out)
+    _, history = run(resumed, evaluate_after=False, resume=True)
+    assert len(history.history["loss"]) == 2  # epochs 1 and 2 only: epoch 0 was not redone
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [0, 1, 2]
+    assert not (out / "backup").exists()
+
+
+def test_resume_cli_continues_a_finished_run_with_more_epochs(trained_run, tmp_path):
+    import shutil
+
+    out, _, _ = trained_run
+    copy = tmp_path / "more"
+    shutil.copytree(out, copy)
+    result = cli("cell_seg.train", "--resume", copy, "train.epochs=3", "--no-eval")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(pd.read_csv(copy / "history.csv")["epoch"]) == [0, 1, 2]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(synthetic, tmp_path):
+    coco, images = synthetic
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from cell_seg.config import load_config
+from cell_seg.train import make_strategy, run
+overrides = {TINY!r} + ["data.coco={coco}", "data.images={images}", "out_dir={tmp_path / 'mirrored'}",
+                         "train.strategy=mirrored", "train.epochs=1", "data.val_fraction=0.4"]
+strategy = make_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+model, history = run(load_config(None, overrides), evaluate_after=False)
+assert len(history.history["loss"]) == 1
+print("replicas", strategy.num_replicas_in_sync)
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
+
+
+def test_train_cli_errors_are_one_line(tmp_path):
+    result = cli("cell_seg.train", "train.epoch=3")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown config key 'train.epoch' (did you mean train.epochs?)"
+    result = cli("cell_seg.train", f"data.coco={tmp_path / 'nowhere.json'}", f"out_dir={tmp_path / 'r'}")
+    assert result.returncode == 2
+    assert "nowhere.json" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_cli_tunes_and_writes_postprocess(trained_run, synthetic, tmp_path):
+    out, _, _ = trained_run
+    coco, images = synthetic
+    result = cli("cell_seg.evaluate", "--model", out / "model.keras", "--coco", coco, "--images", images,
+                 "--tune", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    settings = json.loads((tmp_path / "postprocess.json").read_text())
+    assert settings["mode"] in ("components", "watershed")
+    assert {"fg_threshold", "min_area"} <= set(settings)
+    assert "mAP" in result.stdout
+
+
+@pytest.mark.parametrize("fmt, out_name", [("sartorius", "sub.csv"), ("hubmap", "hub.csv"), ("coco", "res.json"),
+                                           ("labels", "labels")])
+def test_predict_cli_formats(trained_run, synthetic, tmp_path, fmt, out_name):
+    out, _, _ = trained_run
+    _, images = synthetic
+    target = tmp_path / out_name
+    result = cli("cell_seg.predict", "--model", out, "--images", images, "--out", target, "--format", fmt)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if fmt == "sartorius":
+        frame = pd.read_csv(target)
+        assert list(frame.columns) == ["id", "predicted"]
+        assert set(frame["id"]) == {p.stem for p in images.glob("*.png")}  # every image present
+    elif fmt == "hubmap":
+        assert list(pd.read_csv(target).columns) == ["id", "height", "width", "prediction_string"]
+    elif fmt == "coco":
+        assert isinstance(json.loads(target.read_text()), list)
+    else:
+        assert len(list(target.glob("*.png"))) == 6
+
+
+def test_predict_reports_a_corrupt_image_and_skips_it(trained_run, synthetic, tmp_path):
+    import shutil
+
+    out, _, _ = trained_run
+    _, images = synthetic
+    folder = tmp_path / "imgs"
+    shutil.copytree(images, folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    result = cli("cell_seg.predict", "--model", out, "--images", folder, "--out", tmp_path / "s.csv", "--format", "sartorius")
+    assert result.returncode == 2 and "broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "s.csv").exists()
+    result = cli("cell_seg.predict", "--model", out, "--images", folder, "--out", tmp_path / "s.csv", "--format",
+                 "sartorius", "--skip-bad")
+    assert result.returncode == 0 and "skipped broken" in result.stderr
+    assert "broken" not in set(pd.read_csv(tmp_path / "s.csv")["id"])
