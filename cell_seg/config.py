@@ -95,11 +95,13 @@ class TrainConfig:
     plateau_factor: float = 0.5
     early_stopping_patience: int = 0  # 0 disables early stopping
     monitor: str = "val_loss"  # metric that picks the best checkpoint
+    validation_freq: int = 1  # validate every N epochs (whole-image validation is slow on CPU)
     seed: int = 0
     mixed_precision: bool = False  # float16 compute on GPUs
     xla: bool = False  # jit_compile; slower on CPU
     strategy: str = "auto"  # auto | default | mirrored | multiworker (TF_CONFIG)
     backup_every_batches: Optional[int] = None  # resume point inside an epoch (default: each epoch)
+    time_budget_minutes: Optional[float] = None  # stop after this much training time (checked after each batch)
     verbose: int = 1
 
 

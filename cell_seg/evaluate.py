@@ -96,7 +96,10 @@ def tune_postprocess(records, channels, mode, base=None):
     classes = sorted({r["class"] for r in records if r["class"] is not None})
     settings = dict(base)
     table = []
-    if len(classes) > 1:
+    # Per-class settings only apply when the model predicts the class (class_* channels):
+    # at prediction time nothing else tells post-processing which cell type an image shows.
+    has_class_channels = any(name.startswith("class_") for name in channels)
+    if len(classes) > 1 and has_class_channels:
         per_class = {}
         for name in classes:
             subset = [r for r in records if r["class"] == name]

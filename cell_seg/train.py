@@ -192,11 +192,29 @@ def make_callbacks(config, run_dir):
         )
     elif train.schedule == "cosine":
         callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(train)))
+    if train.time_budget_minutes:
+        callbacks.append(time_budget_callback(train.time_budget_minutes))
     if train.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping_patience)
         )
     return callbacks
+
+
+def time_budget_callback(minutes):
+    """A callback that stops training once `minutes` of wall time have passed (budgeted benchmarks)."""
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.deadline = time.time() + 60 * minutes
+
+        def on_train_batch_end(self, batch, logs=None):
+            if time.time() > self.deadline and not self.model.stop_training:
+                print(f"time budget of {minutes} min reached: stopping after this epoch", file=sys.stderr)
+                self.model.stop_training = True
+
+    return TimeBudget()
 
 
 def completed_epochs(run_dir):
@@ -305,6 +323,7 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
         steps_per_epoch=len(train_seq),
         validation_data=to_tf_dataset(val_seq).repeat(),
         validation_steps=validation_steps,
+        validation_freq=config.train.validation_freq,
         shuffle=False,  # the sequences shuffle, seeded per epoch
         epochs=config.train.epochs,
         initial_epoch=initial_epoch,

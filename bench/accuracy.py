@@ -1,0 +1,143 @@
+"""Accuracy on real data: convert, split, train within a time budget, tune, report.
+
+    python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --budget 45
+    python bench/accuracy.py --dataset sartorius --config configs/sartorius_unet_effb0.yaml --budget 90
+    python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume   # after a kill
+
+Reads ../shared/data (or --data). The conversion uses the project's own converters; the split is
+the seeded, stratified one of `data.coco`. Training runs through `cell_seg.train.run`, which
+tunes post-processing on the validation part and scores both modes. Results go to
+bench/results/<dataset>_<model>.md and .json with the config, the commit, the hardware and the
+training time. The validation split is not the competition leaderboard.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cell_seg.config import load_config  # noqa: E402
+from cell_seg.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+
+PUBLISHED = {
+    "sartorius": "published leaderboard scores: plain U-Net + components 0.04-0.15, Mask R-CNN 0.28-0.34, "
+    "Cellpose 0.31-0.335, top private about 0.35",
+    "dsb2018": "DSB2018 stage-1 public leaderboard winners reached about 0.63 (different images and split)",
+}
+
+
+def convert(dataset, data_root, cache):
+    """Convert the shared dataset once with the project's converter; returns (coco_path, images_dir)."""
+    from cell_seg.data.convert import convert_kaggle, convert_masks
+
+    if dataset == "sartorius":
+        images = data_root / "sartorius" / "train"
+        make = lambda: convert_kaggle(data_root / "sartorius" / "train.csv", images, progress=True)  # noqa: E731
+    else:
+        images = data_root / "dsb2018" / "stage1_train"
+        make = lambda: convert_masks(images, progress=True)  # noqa: E731
+    path = cache / f"{dataset}.json"
+    if not path.is_file():
+        coco, stats = make()
+        write_json_atomic(coco, path)
+        print(stats.summary(path), file=sys.stderr)
+    return path, images
+
+
+def commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def report(dataset, config, run_dir, train_seconds, budget):
+    metrics = read_json(run_dir / "metrics.json")
+    rows = []
+    for mode, values in metrics["modes"].items():
+        table = {row["threshold"]: row for row in values.get("table", [])} if values.get("table") else {}
+        at50 = next((r for t, r in table.items() if abs(float(t) - 0.5) < 1e-6), None)
+        rows.append({
+            "mode": mode,
+            "map": values["map"],
+            "per_class": values.get("per_class", {}),
+            "coco_AP50": values.get("coco_AP50"),
+            "precision_iou_0.5": at50["precision"] if at50 else None,
+            "ap_iou_0.6": values["ap_iou_0.6"],
+        })
+    result = {
+        "dataset": dataset,
+        "model": f"{config.model.name}" + (f"-{config.model.backbone}" if config.model.name in ("unet", "fpn", "linknet") else ""),
+        "rows": rows,
+        "best_mode": metrics["best_mode"],
+        "validation_images": metrics.get("images"),
+        "train_seconds": round(train_seconds),
+        "budget_minutes": budget,
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "commit": commit(),
+        "config": config.to_dict(),
+        "tuned_postprocess": read_json(run_dir / "postprocess.json") if (run_dir / "postprocess.json").is_file() else None,
+        "published": PUBLISHED[dataset],
+    }
+    out = ROOT / "bench" / "results" / f"{dataset}_{result['model']}"
+    write_json_atomic(result, out.with_suffix(".json"), indent=2)
+    lines = [
+        f"# {dataset}: {result['model']} ({result['train_seconds'] / 60:.0f} min training, {result['hardware']})",
+        "",
+        f"Validation split ({result['validation_images']} images, seeded, stratified); not the competition leaderboard.",
+        "",
+        "| mode | mAP 0.50:0.95 | per class | COCO AP50 | TP/(TP+FP+FN) @0.5 | AP @0.6 (HuBMAP) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        per_class = ", ".join(f"{k} {v:.3f}" for k, v in row["per_class"].items())
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {row['mode']} | {row['map']:.3f} | {per_class} | {fmt(row['coco_AP50'])} | "
+                     f"{fmt(row['precision_iou_0.5'])} | {fmt(row['ap_iou_0.6'])} |")
+    lines += ["", f"Commit {result['commit']}; {PUBLISHED[dataset]}.", ""]
+    write_text_atomic("\n".join(lines), out.with_suffix(".md"))
+    print("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("sartorius", "dsb2018"), required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--budget", type=float, default=90, help="training minutes")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    data_root = Path(args.data)
+    if not data_root.is_dir():
+        print(f"{data_root} not found: nothing to measure", file=sys.stderr)
+        return 0
+    cache = ROOT / "bench" / "out"
+    cache.mkdir(parents=True, exist_ok=True)
+    coco, images = convert(args.dataset, data_root, cache)
+    from cell_seg.train import run
+
+    config = load_config(args.config, args.overrides + [f"data.coco={coco}", f"data.images={images}",
+                                                        f"train.time_budget_minutes={args.budget}"])
+    run_dir = Path(args.runs) / f"accuracy_{args.dataset}_{config.name}"
+    config.out_dir = str(run_dir)
+    if args.resume:
+        config = load_config(run_dir / "config.yaml")
+        config.out_dir = str(run_dir)
+    started = time.time()
+    run(config, resume=args.resume)
+    train_seconds = read_json(run_dir / "train_time.json")["train_seconds"] if (run_dir / "train_time.json").is_file() else time.time() - started
+    report(args.dataset, config, run_dir, train_seconds, args.budget)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
