@@ -311,13 +311,7 @@ def decode_counts_batch(counts_strings, n_pixels):
     group_end = (chars & 0x20) == 0
     if not group_end[(np.cumsum(lengths) - 1)[lengths > 0]].all():
         return None  # a string ends inside a group: truncated
-    group_starts = np.flatnonzero(np.concatenate([[True], group_end[:-1]]))
-    group_of_char = np.cumsum(np.concatenate([[0], group_end[:-1].astype(np.int64)]))
-    position = np.arange(chars.size) - group_starts[group_of_char]
-    values = np.add.reduceat((chars & 0x1F) << (5 * position), group_starts)
-    group_length = np.diff(np.concatenate([group_starts, [chars.size]]))
-    negative = (chars[group_end] & 0x10) != 0
-    values = values - np.where(negative, np.left_shift(1, 5 * group_length), 0)
+    values, group_starts = rle_codec.decode_count_groups(chars)
 
     string_of_group = np.repeat(np.arange(n_strings), lengths)[group_starts]
     groups_per_string = np.bincount(string_of_group, minlength=n_strings)

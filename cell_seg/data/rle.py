@@ -177,6 +177,25 @@ def indices_to_coco(col_indices, shape):
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
+def decode_count_groups(chars):
+    """Signed values of the character groups of COCO compressed counts (before delta decoding).
+
+    Args:
+        chars: int64 array of the characters minus 48; every group must be complete.
+
+    Returns:
+        (values, group_starts): one value per group and the index of each group's first char.
+    """
+    group_end = (chars & 0x20) == 0
+    group_starts = np.flatnonzero(np.concatenate([[True], group_end[:-1]]))
+    group_of_char = np.cumsum(np.concatenate([[0], group_end[:-1].astype(np.int64)]))
+    position = np.arange(chars.size) - group_starts[group_of_char]
+    values = np.add.reduceat((chars & 0x1F) << (5 * position), group_starts)
+    group_length = np.diff(np.concatenate([group_starts, [chars.size]]))
+    negative = (chars[group_end] & 0x10) != 0
+    return values - np.where(negative, np.left_shift(1, 5 * group_length), 0), group_starts
+
+
 def coco_counts(rle):
     """Uncompressed counts (alternating background/foreground run lengths) of a COCO RLE.
 
@@ -194,16 +213,9 @@ def coco_counts(rle):
         return np.zeros(0, np.int64)
     if (chars < 0).any() or (chars > 63).any():
         raise DataError("COCO RLE counts string has characters outside the encoding")
-    group_end = (chars & 0x20) == 0
-    if not group_end[-1]:
+    if (chars[-1] & 0x20) != 0:
         raise DataError("COCO RLE counts string is truncated")
-    group_starts = np.flatnonzero(np.concatenate([[True], group_end[:-1]]))
-    group_of_char = np.cumsum(np.concatenate([[0], group_end[:-1].astype(np.int64)]))
-    position = np.arange(chars.size) - group_starts[group_of_char]
-    values = np.add.reduceat((chars & 0x1F) << (5 * position), group_starts)
-    group_length = np.diff(np.concatenate([group_starts, [chars.size]]))
-    negative = (chars[group_end] & 0x10) != 0
-    values = values - np.where(negative, np.left_shift(1, 5 * group_length), 0)
+    values, _ = decode_count_groups(chars)
     out = values.copy()
     out[1::2] = np.cumsum(values[1::2])
     if values.size > 2:
