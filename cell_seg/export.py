@@ -2,14 +2,24 @@
 
     python -m cell_seg.export --model runs/demo --out exported/demo
 
-Signatures:
-- `serve_image(image)`: one `uint8` image `H x W x C` (C = 1, 3 or 4; add a trailing axis to a
-  grayscale image) -> `{"probabilities": H x W x K float32}`.
+`--model` is a run directory or a `.keras` file (with the run's `metadata.json` beside it or one
+folder up, as for `checkpoints/best.keras`). The SavedModel has these signatures:
+
+- `serve_image(image)`: one `uint8` image `H x W x C` of any size (C = 1, 3 or 4; give a
+  grayscale image a trailing axis) -> `{"probabilities": H x W x K float32}`.
 - `serve_image_uint16(image)`: the same for 16-bit images.
-- `serve_batch(images)`: `B x H x W x C` uint8 images of one size -> `B x H x W x K`.
-Normalisation, channel repetition, padding to the model's stride and cropping back all happen
-inside the graph, so the SavedModel needs TensorFlow alone. `assets/metadata.json` holds the
-channel and class names, the normalisation, the tuned post-processing and the training config.
+- `serve_batch(images)` / `serve_batch_uint16(images)`: `B x H x W x C` images of one size ->
+  `{"probabilities": B x H x W x K}` (each image normalised on its own).
+- `serve_normalized(images)`: `B x H x W x in_channels` float32 images already normalised as
+  `cell_seg.preprocess.normalize_image` does -> `B x H x W x K` (for tiled prediction and
+  float images).
+
+Normalisation (`cell_seg.preprocess`, step for step), channel repetition or luminance, padding
+to the model's stride and cropping back all happen inside the graph, so the SavedModel needs
+TensorFlow alone: `tf.saved_model.load(dir).signatures["serve_image"](image=x)`.
+`assets/metadata.json` holds the channel and class names, the normalisation, the tuned
+post-processing (the run's `postprocess.json` when it was tuned), the training config, the
+signatures and the project version; `cell_seg.inference.Predictor.load(dir)` reads it.
 """
 
 import argparse
@@ -19,73 +29,107 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from cell_seg import __version__
 from cell_seg.cli import run_main
 from cell_seg.errors import ModelError
+from cell_seg.preprocess import LUMINANCE_WEIGHTS, MINMAX_PERCENTILES
 
-LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+SIGNATURES = {
+    "serve_image": "uint8 H x W x C image -> probabilities H x W x K",
+    "serve_image_uint16": "uint16 H x W x C image -> probabilities H x W x K",
+    "serve_batch": "uint8 B x H x W x C images of one size -> probabilities B x H x W x K",
+    "serve_batch_uint16": "uint16 B x H x W x C images of one size -> probabilities B x H x W x K",
+    "serve_normalized": "float32 B x H x W x in_channels normalised images -> probabilities B x H x W x K",
+}
+#: Largest absolute difference the export check accepts between SavedModel and Keras outputs.
+CHECK_TOLERANCE = 1e-4
 
 
-def _tf_percentile(values, q):
-    """numpy's default ('linear') percentile of a 1-D float tensor."""
+def _tf_percentiles(values, percentiles):
+    """numpy's default ("linear") percentiles of a 1-D float32 tensor, positions computed in float64.
+
+    float64 matters: for a 520 x 704 x 3 image the position `q / 100 * (n - 1)` needs more
+    digits than float32 has, and a wrong fraction moves a 16-bit percentile by tens of units.
+    """
     import tensorflow as tf
 
     ordered = tf.sort(values)
-    n = tf.cast(tf.size(ordered), tf.float32)
-    position = q / 100.0 * (n - 1.0)
-    low = tf.cast(tf.floor(position), tf.int32)
-    high = tf.cast(tf.math.ceil(position), tf.int32)
-    low_value, high_value = tf.gather(ordered, low), tf.gather(ordered, high)
-    return low_value + (high_value - low_value) * (position - tf.cast(low, tf.float32))
+    n = tf.size(ordered, out_type=tf.int64)
+    positions = tf.constant(percentiles, tf.float64) / 100.0 * tf.cast(n - 1, tf.float64)
+    low = tf.cast(tf.floor(positions), tf.int64)
+    high = tf.minimum(low + 1, n - 1)
+    fraction = positions - tf.cast(low, tf.float64)
+    low_value = tf.cast(tf.gather(ordered, low), tf.float64)
+    high_value = tf.cast(tf.gather(ordered, high), tf.float64)
+    return low_value + (high_value - low_value) * fraction
 
 
 def make_preprocess(metadata):
-    """A TF function raw image (H x W x C, uint8/uint16) -> float32 H x W x in_channels, as cell_seg.preprocess does."""
+    """A TF function: raw image `H x W x C` (uint8/uint16) -> float32 `H x W x in_channels`.
+
+    Mirrors `cell_seg.preprocess.normalize_image` (see its module docstring for the steps); the
+    dtype's scale is fixed when the function is traced for a signature.
+    """
     import tensorflow as tf
 
     norm = metadata["normalization"]
     mode = norm["mode"]
     in_channels = int(metadata["in_channels"])
-    mean, std = norm.get("mean"), norm.get("std")
+    if mode == "standard":
+        mean = np.asarray(norm["mean"], np.float32).reshape(-1)
+        std = np.asarray(norm["std"], np.float32).reshape(-1)
+    weights = [np.float32(w) for w in LUMINANCE_WEIGHTS]
 
     def preprocess(image):
         scale = 65535.0 if image.dtype == tf.uint16 else 255.0
-        x = tf.cast(image, tf.float32)
-        channels = tf.shape(x)[-1]
-        x = tf.cond(tf.equal(channels, 4), lambda: x[..., :3], lambda: x)
+        channels = tf.shape(image)[-1]
+        tf.debugging.assert_equal(
+            tf.reduce_any(tf.equal(channels, [1, 3, 4])), True,
+            message="image must be H x W x C with C = 1, 3 or 4")
+        x = tf.cast(image[..., :3], tf.float32)  # step 1 (alpha dropped) and 2
         if in_channels == 3:
-            x = tf.cond(tf.equal(tf.shape(x)[-1], 1), lambda: tf.repeat(x, 3, axis=-1), lambda: x)
+            x = tf.cond(tf.equal(tf.shape(x)[-1], 1), lambda: tf.tile(x, [1, 1, 3]), lambda: x)
         else:
-            weights = tf.constant([0.299, 0.587, 0.114], tf.float32)
+            # As numpy, in this order: R * w0 + G * w1 + B * w2, all float32.
             x = tf.cond(tf.equal(tf.shape(x)[-1], 3),
-                        lambda: tf.reduce_sum(x * weights, axis=-1, keepdims=True), lambda: x)
+                        lambda: x[..., 0:1] * weights[0] + x[..., 1:2] * weights[1] + x[..., 2:3] * weights[2],
+                        lambda: x)
+        x = tf.ensure_shape(x, [None, None, in_channels])
         if mode == "minmax":
-            flat = tf.reshape(x, [-1])
-            low = _tf_percentile(flat, LOW_PERCENTILE)
-            high = _tf_percentile(flat, HIGH_PERCENTILE)
-            # As numpy: all zeros for a constant image.
-            x = tf.where(high > low, tf.clip_by_value((x - low) / tf.maximum(high - low, 1e-12), 0.0, 1.0), tf.zeros_like(x))
-        else:
-            x = x / scale
-            if mode == "standard":
-                x = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+            bounds = _tf_percentiles(tf.reshape(x, [-1]), MINMAX_PERCENTILES)
+            low, high = tf.cast(bounds[0], tf.float32), tf.cast(bounds[1] - bounds[0], tf.float32)
+            spread = bounds[1] > bounds[0]
+            scaled = tf.clip_by_value((x - low) / tf.where(spread, high, 1.0), 0.0, 1.0)
+            return tf.where(spread, scaled, tf.zeros_like(x))  # all zeros for a constant image, as numpy
+        x = x / scale
+        if mode == "standard":
+            x = (x - mean) / std
         return x
 
     return preprocess
 
 
 def build_archive(model, metadata):
-    """A keras ExportArchive with the serving endpoints described in the module docstring."""
+    """A `keras.export.ExportArchive` with the signatures of the module docstring.
+
+    Args:
+        model: the Keras model (input `B x H x W x in_channels` with H, W multiples of the stride).
+        metadata: dict with at least `normalization`, `in_channels` and `stride` (a run's
+            `metadata.json`).
+    """
     import keras
     import tensorflow as tf
 
     preprocess = make_preprocess(metadata)
     stride = int(metadata["stride"])
+    in_channels = int(metadata["in_channels"])
 
     def padded_call(batch):
+        """Pad to the stride with zeros (after normalisation, as `pad_to_multiple`), predict, crop."""
         height, width = tf.shape(batch)[1], tf.shape(batch)[2]
-        pad_h = (stride - height % stride) % stride
-        pad_w = (stride - width % stride) % stride
+        pad_h, pad_w = (-height) % stride, (-width) % stride
         padded = tf.pad(batch, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         out = model(padded, training=False)
         return tf.cast(out[:, :height, :width, :], tf.float32)
@@ -93,34 +137,94 @@ def build_archive(model, metadata):
     def serve_one(image):
         return {"probabilities": padded_call(preprocess(image)[None])[0]}
 
+    def serve_batch(images):
+        normalized = tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec([None, None, in_channels], tf.float32))
+        return {"probabilities": padded_call(normalized)}
+
+    def serve_normalized(images):
+        return {"probabilities": padded_call(images)}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve_image", serve_one, input_signature=[tf.TensorSpec([None, None, None], tf.uint8, name="image")])
-    archive.add_endpoint(
-        "serve_image_uint16", serve_one, input_signature=[tf.TensorSpec([None, None, None], tf.uint16, name="image")]
-    )
-
-    def serve_batch(images):
-        return {"probabilities": padded_call(tf.map_fn(preprocess, images, fn_output_signature=tf.float32))}
-
-    archive.add_endpoint(
-        "serve_batch", serve_batch, input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name="images")]
-    )
+    for dtype, suffix in ((tf.uint8, ""), (tf.uint16, "_uint16")):
+        archive.add_endpoint(f"serve_image{suffix}", serve_one,
+                             input_signature=[tf.TensorSpec([None, None, None], dtype, name="image")])
+        archive.add_endpoint(f"serve_batch{suffix}", serve_batch,
+                             input_signature=[tf.TensorSpec([None, None, None, None], dtype, name="images")])
+    archive.add_endpoint("serve_normalized", serve_normalized,
+                         input_signature=[tf.TensorSpec([None, None, None, in_channels], tf.float32, name="images")])
     return archive
 
 
-def export_model(model_path, out_dir):
-    """Write the SavedModel of a run directory or .keras file to `out_dir` (atomically: temp dir + rename)."""
+def export_metadata(predictor, model_path):
+    """The `assets/metadata.json` of an export: the run's metadata plus post-processing and signatures."""
+    metadata = dict(predictor.metadata)
+    metadata["postprocess"] = predictor.postprocess or {}
+    metadata["postprocess_tuned"] = bool(predictor.postprocess_tuned)
+    metadata["version"] = __version__
+    metadata["trained_with_version"] = predictor.metadata.get("version")
+    metadata["exported_from"] = str(model_path)
+    metadata["signatures"] = dict(SIGNATURES)
+    metadata["output"] = "probabilities"
+    return metadata
+
+
+def _check_destination(out_dir, model_path):
+    """Refuse to replace anything but an earlier export (or an empty folder) at `out_dir`."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ModelError(f"{out_dir}: exists and is not a directory; choose another --out")
+    if out_dir.resolve() == Path(model_path).resolve() or Path(model_path).resolve().is_relative_to(out_dir.resolve()):
+        raise ModelError(f"{out_dir}: --out must not be the model's own directory")
+    if any(out_dir.iterdir()) and not (out_dir / "saved_model.pb").is_file():
+        raise ModelError(f"{out_dir}: exists and is not an earlier export (no saved_model.pb); "
+                         "refusing to replace it, choose another --out")
+
+
+def check_export(predictor, export_dir, shape=(67, 93)):
+    """Compare the SavedModel with the Keras model on a random odd-sized image; ModelError when they differ.
+
+    Returns the largest absolute difference.
+    """
     from cell_seg.inference import Predictor
 
+    exported = Predictor.load(export_dir)
+    channels = (3,) if int(predictor.metadata["in_channels"]) == 3 else ()
+    image = np.random.default_rng(0).integers(0, 256, size=shape + channels, dtype=np.uint8)
+    difference = float(np.abs(exported.predict_probs(image) - predictor.predict_probs(image)).max())
+    if not difference <= CHECK_TOLERANCE:
+        raise ModelError(f"{export_dir}: exported model differs from the Keras model by {difference:.2e} "
+                         f"(more than {CHECK_TOLERANCE}); please report this")
+    return difference
+
+
+def export_model(model_path, out_dir, check=True):
+    """Write the SavedModel of a run directory or `.keras` file to `out_dir`.
+
+    The export is written to a temporary folder beside `out_dir` and renamed into place, so
+    `out_dir` never holds half an export; an earlier export there is replaced.
+
+    Args:
+        model_path: run directory or `.keras` file.
+        out_dir: destination folder (created; must be absent, empty or an earlier export).
+        check: load the export back and compare it with the Keras model on one image.
+
+    Returns:
+        `out_dir` as a Path.
+
+    Example:
+        >>> export_model("runs/demo", "exported/demo")  # doctest: +SKIP
+        PosixPath('exported/demo')
+    """
+    from cell_seg.inference import Predictor
+
+    out_dir = Path(out_dir)
+    _check_destination(out_dir, model_path)
     predictor = Predictor.load(model_path)
     if predictor.keras_model is None:
         raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
-    metadata = dict(predictor.metadata)
-    metadata["postprocess"] = predictor.postprocess
-    metadata["version"] = __version__
-    metadata["signatures"] = ["serve_image", "serve_image_uint16", "serve_batch"]
-    out_dir = Path(out_dir)
+    metadata = export_metadata(predictor, model_path)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -128,6 +232,8 @@ def export_model(model_path, out_dir):
         archive.write_out(str(staging), verbose=False)
         (staging / "assets").mkdir(exist_ok=True)
         (staging / "assets" / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        if check:
+            check_export(predictor, staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -140,12 +246,18 @@ def export_model(model_path, out_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m cell_seg.export",
-        description="Export a run directory or .keras file as a SavedModel (raw image in, probabilities out).",
+        description="Export a run directory or .keras file as a TensorFlow SavedModel: raw uint8/uint16 image of "
+        "any size in, probabilities out; needs only TensorFlow to load.",
+        epilog="Example:\n  python -m cell_seg.export --model runs/sartorius_unet_effb0 --out exported/sartorius\n"
+        "Load it with cell_seg.inference.Predictor.load(DIR) or tf.saved_model.load(DIR).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="run directory or .keras file")
-    parser.add_argument("--out", required=True, help="output SavedModel directory (replaced atomically)")
+    parser.add_argument("--model", required=True, help="run directory or .keras file (metadata.json beside it)")
+    parser.add_argument("--out", required=True, help="output SavedModel directory (an earlier export there is replaced)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip loading the export back and comparing it with the Keras model")
     args = parser.parse_args(argv)
-    out = export_model(args.model, args.out)
+    out = export_model(args.model, args.out, check=not args.no_check)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     print(f"exported {args.model} to {out} ({size:.1f} MB)", file=sys.stderr)
     return 0

@@ -1,9 +1,14 @@
 """Load a trained model from any of its forms and turn raw images into probabilities and instances.
 
 `Predictor.load(path)` accepts a run directory, a `.keras` file or an exported SavedModel
-directory. The SavedModel path needs only TensorFlow, numpy and OpenCV: this module never
-imports segmentation-models, albumentations or pycocotools at import time (the offline Kaggle
-notebook relies on that).
+directory (`python -m cell_seg.export`). The SavedModel path needs only TensorFlow, numpy and
+OpenCV: this module never imports segmentation-models, albumentations or pycocotools (the
+offline Kaggle notebook, where they are absent, relies on that), and it imports TensorFlow
+only when a model is loaded.
+
+Images larger than a tile size can be predicted in overlapping tiles (`tile=`): each tile
+keeps only its centre, so for a fully convolutional model whose receptive field radius is
+smaller than half the overlap the result equals whole-image prediction up to float rounding.
 """
 
 import json
@@ -11,144 +16,313 @@ from pathlib import Path
 
 import numpy as np
 
-from cell_seg.errors import DataError, ModelError
-from cell_seg.preprocess import crop_to, normalize_image, pad_to_multiple
+from cell_seg.errors import ConfigError, DataError, ModelError
+from cell_seg.preprocess import NORMALIZATION_MODES, crop_to, normalize_image, pad_to_multiple
 
 METADATA_KEYS = ("channels", "normalization", "in_channels", "stride")
+IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+DEFAULT_OVERLAP = 64
 
 
-def _read_metadata(path):
+def read_metadata(path, hint="export the model again with python -m cell_seg.export"):
+    """Read and check a `metadata.json` (run directory or SavedModel `assets/`); ModelError when unusable.
+
+    Example:
+        >>> read_metadata("exported/demo/assets/metadata.json")["channels"]  # doctest: +SKIP
+        ['foreground', 'border']
+    """
+    path = Path(path)
     try:
-        metadata = json.loads(Path(path).read_text())
+        metadata = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelError(f"{path}: metadata.json is missing; export the model again with python -m cell_seg.export") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ModelError(f"{path}: metadata.json is damaged (not valid JSON)") from None
+        raise ModelError(f"{path}: metadata.json is missing; {hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{path}: metadata.json is damaged (not valid JSON: {error}); {hint}") from None
+    if not isinstance(metadata, dict):
+        raise ModelError(f"{path}: metadata.json is damaged (not a JSON object); {hint}")
     missing = [key for key in METADATA_KEYS if key not in metadata]
     if missing:
-        raise ModelError(f"{path}: metadata.json lacks {', '.join(missing)}")
+        raise ModelError(f"{path}: metadata.json is damaged (lacks {', '.join(missing)}); {hint}")
+    channels, norm = metadata["channels"], metadata["normalization"]
+    problems = []
+    if not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
+        problems.append("channels must be a non-empty list of names")
+    if not (isinstance(norm, dict) and norm.get("mode") in NORMALIZATION_MODES):
+        problems.append(f"normalization.mode must be one of {', '.join(NORMALIZATION_MODES)}")
+    elif norm["mode"] == "standard" and (norm.get("mean") is None or norm.get("std") is None):
+        problems.append("normalization 'standard' needs mean and std")
+    if metadata["in_channels"] not in (1, 3):
+        problems.append("in_channels must be 1 or 3")
+    if not (isinstance(metadata["stride"], int) and metadata["stride"] >= 1):
+        problems.append("stride must be a positive integer")
+    if problems:
+        raise ModelError(f"{path}: metadata.json is damaged ({'; '.join(problems)}); {hint}")
     return metadata
 
 
 def check_image(image, name="image"):
-    """Raise DataError unless `image` is a uint8/uint16 (or float) array of rank 2 or 3 with 1, 3 or 4 channels."""
+    """Return `image` as an array; DataError unless it is uint8/uint16/float, `H x W` or `H x W x 1/3/4`.
+
+    Example:
+        >>> check_image(np.zeros((4, 5), np.uint8)).shape
+        (4, 5)
+        >>> check_image(np.zeros((4, 5), np.int64))
+        Traceback (most recent call last):
+        ...
+        cell_seg.errors.DataError: image: unsupported image dtype int64 (use uint8, uint16 or float32)
+    """
     image = np.asarray(image)
-    if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
-        raise DataError(f"unsupported image dtype {image.dtype} (use uint8, uint16 or float)", file=name)
+    if image.dtype not in IMAGE_DTYPES:
+        raise DataError(f"unsupported image dtype {image.dtype} (use uint8, uint16 or float32)", file=name)
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise DataError(f"unsupported image shape {image.shape} (use H x W or H x W x 1/3/4)", file=name)
+        raise DataError(f"unsupported image shape {image.shape} (use H x W or H x W x 1, 3 or 4)", file=name)
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DataError(f"empty image of shape {image.shape}", file=name)
     return image
 
 
-class Predictor:
-    """Raw image in, probability maps and instances out.
+def tile_spans(length, tile, overlap, stride=1):
+    """Split `0..length` into overlapping tiles and the part of each tile that is kept.
+
+    Tiles start at multiples of `stride` (so a strided network sees the same pixel grid as on
+    the whole image), are `tile` long (the last one ends at `length`) and overlap by at least
+    `overlap`; each keeps the pixels up to the middle of its overlaps with its neighbours.
+
+    Args:
+        length: image height or width, a multiple of `stride` (pad first).
+        tile: tile length, a multiple of `stride`.
+        overlap: least overlap of neighbouring tiles.
+        stride: the network's stride.
+
+    Returns:
+        list of `(start, stop, keep_start, keep_stop)`: the tile is `[start, stop)`, its kept
+        part `[keep_start, keep_stop)`; the kept parts cover `0..length` once.
 
     Example:
-        >>> predictor = Predictor.load("runs/demo")              # doctest: +SKIP
-        >>> probs = predictor.predict_probs(image)                # H x W x K float32
-        >>> labels, instances = predictor.predict_instances(image)
+        >>> tile_spans(256, 128, 32, stride=32)
+        [(0, 128, 0, 112), (96, 224, 112, 176), (128, 256, 176, 256)]
+        >>> tile_spans(100, 128, 32)
+        [(0, 100, 0, 100)]
+    """
+    if tile >= length:
+        return [(0, length, 0, length)]
+    step = (tile - overlap) // stride * stride
+    if step < stride:
+        raise ConfigError(f"tile {tile} with overlap {overlap} leaves no step of the model's stride {stride}; "
+                          "use a larger tile or a smaller overlap")
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    spans = []
+    for index, start in enumerate(starts):
+        keep_start = 0 if index == 0 else spans[-1][3]
+        keep_stop = length if index == len(starts) - 1 else (starts[index + 1] + start + tile) // 2
+        spans.append((start, start + tile, keep_start, keep_stop))
+    return spans
+
+
+class Predictor:
+    """Raw image in, probability maps and instances out, for a run directory, `.keras` file or SavedModel.
+
+    Args:
+        metadata: the model's `metadata.json` (channels, normalisation, in_channels, stride).
+        predict_normalized: function float32 `H x W x in_channels` normalised image (any size) ->
+            float32 `H x W x K` probabilities.
+        predict_raw: optional function raw uint8/uint16 `H x W x C` image -> probabilities (the
+            SavedModel's in-graph preprocessing); without it images are normalised with
+            `cell_seg.preprocess.normalize_image` and passed to `predict_normalized`.
+        postprocess: post-processing settings (default: the metadata's).
+        tile, overlap: predict images larger than `tile` in both or either dimension in tiles
+            of `tile` pixels overlapping by `overlap` (None: whole images).
+
+    Example:
+        >>> predictor = Predictor.load("exported/demo")                     # doctest: +SKIP
+        >>> probs = predictor.predict_probs(image)                           # doctest: +SKIP
+        >>> probs.shape, probs.dtype                                         # doctest: +SKIP
+        ((520, 704, 2), dtype('float32'))
+        >>> probs = predictor.predict_probs(image, tile=512, overlap=64)     # doctest: +SKIP
+        >>> labels, instances = predictor.predict_instances(image)           # doctest: +SKIP
     """
 
-    def __init__(self, call, metadata, postprocess=None, source=None, keras_model=None):
-        self._call = call
+    def __init__(self, metadata, predict_normalized, predict_raw=None, postprocess=None, source=None,
+                 keras_model=None, tile=None, overlap=DEFAULT_OVERLAP, postprocess_tuned=None):
         self.metadata = metadata
         self.channels = list(metadata["channels"])
-        self.class_names = list(metadata.get("class_names", []))
-        self.postprocess = postprocess if postprocess is not None else metadata.get("postprocess") or {}
+        self.class_names = list(metadata.get("class_names") or [])
+        self.normalization = dict(metadata["normalization"])
+        self.in_channels = int(metadata["in_channels"])
+        self.stride = int(metadata["stride"])
+        self.postprocess = dict(postprocess if postprocess is not None else metadata.get("postprocess") or {})
+        self.postprocess_tuned = bool(postprocess is not None if postprocess_tuned is None else postprocess_tuned)
         self.source = source
         self.keras_model = keras_model
+        self.tile, self.overlap = tile, overlap
+        self._predict_normalized = predict_normalized
+        self._predict_raw = predict_raw
 
     # --- loading ---
 
     @classmethod
-    def load(cls, path):
-        """Load from a run directory, a `.keras` file or a SavedModel directory."""
+    def load(cls, path, tile=None, overlap=DEFAULT_OVERLAP):
+        """Load from a run directory, a `.keras` file or a SavedModel directory.
+
+        `tile` and `overlap` set the default tiling of `predict_probs` (None: whole images).
+        Raises DataError when `path` does not exist, ModelError when it is not a usable model.
+        """
         path = Path(path)
         if not path.exists():
             raise DataError("model not found", file=path)
         if path.is_dir() and (path / "saved_model.pb").is_file():
-            return cls._load_saved_model(path)
-        if path.is_dir():
+            predictor = cls._load_saved_model(path)
+        elif path.is_dir():
             keras_file = path / "model.keras"
             if not keras_file.is_file():
                 raise ModelError(f"{path}: neither a run directory (no model.keras) nor a SavedModel (no saved_model.pb)")
-            return cls._load_keras(keras_file, path)
-        if path.suffix == ".keras":
+            predictor = cls._load_keras(keras_file, path)
+        elif path.suffix == ".keras":
             run_dir = path.parent if (path.parent / "metadata.json").is_file() else path.parent.parent
-            return cls._load_keras(path, run_dir)
-        raise ModelError(f"{path}: expected a run directory, a .keras file or a SavedModel directory")
+            predictor = cls._load_keras(path, run_dir)
+        else:
+            raise ModelError(f"{path}: expected a run directory, a .keras file or a SavedModel directory")
+        predictor.tile, predictor.overlap = tile, overlap
+        return predictor
 
     @classmethod
     def _load_keras(cls, keras_file, run_dir):
+        metadata = read_metadata(Path(run_dir) / "metadata.json",
+                                 hint="a .keras file needs the metadata.json its training run wrote beside it")
+        tuned = Path(run_dir) / "postprocess.json"
+        postprocess = None
+        if tuned.is_file():
+            try:
+                postprocess = json.loads(tuned.read_text())
+            except json.JSONDecodeError as error:
+                raise DataError(f"not valid JSON ({error.msg})", file=tuned) from None
         from cell_seg.models import load_model
 
-        metadata = _read_metadata(Path(run_dir) / "metadata.json")
-        tuned = Path(run_dir) / "postprocess.json"
-        postprocess = json.loads(tuned.read_text()) if tuned.is_file() else None
-        model = load_model(keras_file)
+        import tensorflow as tf
+
+        model = load_model(keras_file, compile=False)
         stride = int(metadata["stride"])
-        norm = metadata["normalization"]
+        # A graph with unknown height and width: traced once, about 2x faster than the eager call on CPU
+        # (bench/inference.py), and the same computation as the exported SavedModel.
+        graph = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
+                            input_signature=[tf.TensorSpec([None, None, None, int(metadata["in_channels"])], tf.float32)])
 
-        def call(image):
-            x = normalize_image(image, norm["mode"], norm.get("mean"), norm.get("std"), int(metadata["in_channels"]))
+        def predict_normalized(x):
             padded, _ = pad_to_multiple(x, stride)
-            y = model(padded[None], training=False)
-            return crop_to(np.asarray(y)[0], image.shape[:2]).astype(np.float32)
+            return crop_to(graph(padded[None]).numpy()[0], x.shape[:2]).astype(np.float32)
 
-        return cls(call, metadata, postprocess, source=str(keras_file), keras_model=model)
+        return cls(metadata, predict_normalized, postprocess=postprocess, source=str(keras_file), keras_model=model)
 
     @classmethod
     def _load_saved_model(cls, path):
+        hint = "export the model again with python -m cell_seg.export"
+        metadata = read_metadata(path / "assets" / "metadata.json", hint=hint)
         import tensorflow as tf
 
-        metadata = _read_metadata(path / "assets" / "metadata.json")
-        loaded = tf.saved_model.load(str(path))
-        if "serve_image" not in loaded.signatures:
-            raise ModelError(f"{path}: SavedModel has no serve_image signature; export it with python -m cell_seg.export")
-        serve = loaded.signatures["serve_image"]
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as error:  # TensorFlow raises several types for unreadable SavedModels
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelError(f"{path}: cannot load SavedModel ({first})") from None
+        signatures = loaded.signatures
+        missing = [name for name in ("serve_image", "serve_normalized") if name not in signatures]
+        if missing:
+            raise ModelError(f"{path}: SavedModel has no {', '.join(missing)} signature; {hint}")
+        serve = {np.dtype(np.uint8): signatures["serve_image"]}
+        if "serve_image_uint16" in signatures:
+            serve[np.dtype(np.uint16)] = signatures["serve_image_uint16"]
+        serve_normalized = signatures["serve_normalized"]
 
-        def call(image):
-            dtype = tf.uint16 if image.dtype == np.uint16 else tf.uint8
-            if image.dtype not in (np.uint8, np.uint16):
-                raise DataError(f"SavedModel input must be uint8 or uint16, not {image.dtype}")
+        def predict_raw(image):
             image3 = image if image.ndim == 3 else image[..., None]
-            out = serve(image=tf.constant(image3, dtype=dtype))
-            return out["probabilities"].numpy()
+            return serve[image.dtype](image=tf.constant(image3))["probabilities"].numpy()
 
-        predictor = cls(call, metadata, metadata.get("postprocess"), source=str(path))
-        predictor._saved_model = loaded  # keep the trackable alive
+        def predict_normalized(x):
+            return serve_normalized(images=tf.constant(x[None], tf.float32))["probabilities"].numpy()[0]
+
+        predictor = cls(metadata, predict_normalized, predict_raw, postprocess=metadata.get("postprocess"),
+                        source=str(path), postprocess_tuned=bool(metadata.get("postprocess_tuned")))
+        predictor._raw_dtypes = tuple(serve)
+        predictor._saved_model = loaded  # keeps the restored functions alive
         return predictor
 
     # --- prediction ---
 
-    def predict_probs(self, image, tta=False):
-        """Probability maps H x W x K for one raw image (uint8/uint16, H x W or H x W x C).
+    def normalize(self, image):
+        """The model input for a raw image: float32 `H x W x in_channels` (cell_seg.preprocess.normalize_image)."""
+        norm = self.normalization
+        return normalize_image(image, norm["mode"], norm.get("mean"), norm.get("std"), self.in_channels)
 
-        tta=True averages the 8 dihedral transforms (flips and 90-degree rotations).
+    def _whole(self, image):
+        """Probabilities of one checked image without tiling."""
+        if self._predict_raw is not None and image.dtype in getattr(self, "_raw_dtypes", ()):
+            return self._predict_raw(image)
+        return self._predict_normalized(self.normalize(image))
+
+    def _tiled(self, image, tile, overlap):
+        """Probabilities of one checked image from overlapping tiles (centre of each tile kept)."""
+        if tile % self.stride:
+            raise ConfigError(f"tile size {tile} must be a multiple of the model's stride {self.stride}")
+        if not 0 <= overlap < tile:
+            raise ConfigError(f"tile overlap must be in [0, {tile}), not {overlap}")
+        x = self.normalize(image)  # the whole image: minmax percentiles must not change per tile
+        padded, _ = pad_to_multiple(x, self.stride)
+        rows = tile_spans(padded.shape[0], tile, overlap, self.stride)
+        cols = tile_spans(padded.shape[1], tile, overlap, self.stride)
+        out = None
+        for r0, r1, keep_r0, keep_r1 in rows:
+            for c0, c1, keep_c0, keep_c1 in cols:
+                probs = self._predict_normalized(np.ascontiguousarray(padded[r0:r1, c0:c1]))
+                if out is None:
+                    out = np.empty(padded.shape[:2] + probs.shape[2:], np.float32)
+                out[keep_r0:keep_r1, keep_c0:keep_c1] = probs[keep_r0 - r0:keep_r1 - r0, keep_c0 - c0:keep_c1 - c0]
+        return crop_to(out, image.shape[:2])
+
+    def predict_probs(self, image, tta=False, tile=None, overlap=None):
+        """Probability maps `H x W x K` (float32) for one raw image.
+
+        Args:
+            image: `H x W` or `H x W x 1/3/4`, uint8, uint16 or float (float is normalised as is).
+            tta: average the 8 dihedral transforms (flips and 90-degree rotations); 8x slower.
+            tile: predict in tiles of this size (a multiple of the stride) when the image is
+                larger in either dimension; default the predictor's `tile` (None: whole image).
+            overlap: least overlap of neighbouring tiles (default the predictor's, 64).
+
+        Raises:
+            DataError: unsupported dtype or shape.
         """
         image = check_image(image)
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
+        tile = self.tile if tile is None else tile
+        overlap = self.overlap if overlap is None else overlap
+        if tile is not None and max(image.shape[:2]) > tile:
+            predict = lambda view: self._tiled(view, int(tile), int(overlap))  # noqa: E731
+        else:
+            predict = self._whole
         if not tta:
-            return self._call(image)
+            return predict(image)
         total = None
         for k in range(4):
             for flip in (False, True):
                 view = np.rot90(image, k)
                 view = view[:, ::-1] if flip else view
-                out = self._call(np.ascontiguousarray(view))
+                out = predict(np.ascontiguousarray(view))
                 out = out[:, ::-1] if flip else out
                 out = np.rot90(out, -k)
                 total = out if total is None else total + out
         return (total / 8).astype(np.float32)
 
-    def predict_instances(self, image, mode=None, postprocess=None, tta=False):
-        """(label_map, instances) with the model's tuned post-processing unless overridden."""
+    def predict_instances(self, image, mode=None, postprocess=None, tta=False, tile=None, overlap=None):
+        """(label_map, instances) of one raw image with the model's tuned post-processing unless overridden.
+
+        `postprocess` (dict) overrides single settings; `mode` the post-processing mode.
+        """
         from cell_seg.postprocess import PostprocessConfig, to_instances
 
         settings = dict(self.postprocess)
         settings.update(postprocess or {})
         mode = mode or settings.pop("mode", None) or ("watershed" if "border" in self.channels else "components")
         settings.pop("mode", None)
-        probs = self.predict_probs(image, tta=tta)
+        probs = self.predict_probs(image, tta=tta, tile=tile, overlap=overlap)
         return to_instances(probs, self.channels, mode=mode, config=PostprocessConfig.from_dict(settings))

@@ -341,7 +341,9 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
     try:
         from cell_seg.viz import plot_history
 
-        plot_history(run_dir / "history.csv", save=run_dir / "training_curves.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(plot_history(run_dir / "history.csv", save=run_dir / "training_curves.png"))
     except Exception as error:  # a plot must never lose a finished training
         print(f"warning: training curves not drawn ({error})", file=sys.stderr)
     write_json_atomic({"train_seconds": train_seconds, "epochs": config.train.epochs}, run_dir / "train_time.json")
