@@ -135,10 +135,6 @@ def main(argv=None):
     assert postprocess.label_map_to_rles(ws_labels) == baseline_rles(ws_labels)
     times = compare_ms(lambda: postprocess.label_map_to_rles(ws_labels), lambda: baseline_rles(ws_labels), args.repeat)
     rows.append(("RLE encoding (row-major)", int(ws_labels.max()), times))
-    times = compare_ms(
-        lambda: labels_lib.label_map_to_rle(ws_labels), lambda: baseline_rles(ws_labels), args.repeat
-    )
-    rows.append(("  (labels.label_map_to_rle)", int(ws_labels.max()), times))
 
     print(
         f"{'step':28s} {'cells':>6s} {'ours ms':>8s} {'baseline ms':>12s} {'speed-up':>9s} "

@@ -157,8 +157,11 @@ def print_report(report, file=sys.stderr):
     print(f"best mode: {report['best_mode']}", file=file)
 
 
-def evaluate_run(run_dir, model=None, coco=None, images=None, tune=True, predictor=None, out_dir=None):
-    """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json."""
+def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None):
+    """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json.
+
+    The model is loaded from `run_dir` (its best checkpoint and metadata) unless `predictor` is given.
+    """
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.inference import Predictor
 

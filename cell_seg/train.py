@@ -351,7 +351,7 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
     if evaluate_after:
         from cell_seg.evaluate import evaluate_run
 
-        evaluate_run(run_dir, model=model, coco=val_coco, images=images, tune=config.eval.tune)
+        evaluate_run(run_dir, coco=val_coco, images=images, tune=config.eval.tune)
     return model, history
 
 

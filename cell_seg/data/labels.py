@@ -62,10 +62,67 @@ def instance_indices(label_map, order="row"):
     return ids, np.split(foreground, boundaries) if labels.size else []
 
 
+def label_map_runs(label_map, order="row"):
+    """Runs of every instance in one pass over the image, without sorting pixels.
+
+    A run is a maximal stretch of equal non-zero labels along the flattened image (row- or
+    column-major; a run may wrap from the end of one row to the start of the next, as Kaggle
+    RLE allows).
+
+    Returns:
+        (ids, starts, lengths, offsets): ids ascending; the runs of `ids[i]` are
+        `starts[offsets[i]:offsets[i + 1]]` (0-indexed, ascending) and the matching `lengths`.
+
+    Example:
+        >>> ids, starts, lengths, offsets = label_map_runs(np.array([[0, 2, 2], [2, 1, 0]]))
+        >>> ids.tolist(), starts.tolist(), lengths.tolist(), offsets.tolist()
+        ([1, 2], [4, 1], [1, 3], [0, 1, 2])
+    """
+    if order not in ("row", "col"):
+        raise ValueError(f"order must be 'row' or 'col', not {order!r}")
+    flat = np.asarray(label_map).ravel(order="F" if order == "col" else "C")
+    if flat.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, np.zeros(1, np.int64)
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    starts, lengths = bounds[:-1], np.diff(bounds)
+    values = flat[starts]
+    inside = values != 0
+    starts, lengths, values = starts[inside], lengths[inside], values[inside]
+    by_label = np.argsort(values, kind="stable")  # stable: runs stay in image order within a label
+    starts, lengths, values = starts[by_label], lengths[by_label], values[by_label]
+    first = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]])) if values.size else values[:0]
+    offsets = np.concatenate([first, [values.size]]).astype(np.int64)
+    return values[first].astype(np.int64), starts.astype(np.int64), lengths.astype(np.int64), offsets
+
+
 def label_map_to_rle(label_map, order="row"):
-    """Kaggle RLE strings of every instance: dict id -> string."""
-    ids, arrays = instance_indices(label_map, order)
-    return {int(i): rle_codec.format_runs(*rle_codec.indices_to_runs(a)) for i, a in zip(ids, arrays)}
+    """Kaggle RLE string of every instance: dict id -> "start length ..." (1-indexed starts).
+
+    Runs come from one pass over the image and all numbers are formatted by a single `join`; the
+    string is then cut per instance at offsets computed from the digit counts.
+
+    Example:
+        >>> label_map_to_rle(np.array([[0, 1, 1], [2, 2, 0]], np.int32))
+        {1: '2 2', 2: '4 2'}
+    """
+    ids, starts, lengths, offsets = label_map_runs(label_map, order)
+    if ids.size == 0:
+        return {}
+    numbers = np.empty(2 * starts.size, np.int64)
+    numbers[0::2] = starts + 1
+    numbers[1::2] = lengths
+    text = " ".join(map(str, numbers.tolist())) + " "
+    widths = np.ones(numbers.size, np.int64)  # digits + one space after each number
+    for power in range(1, 19):
+        above = numbers >= 10**power
+        if not above.any():
+            break
+        widths += above
+    widths += 1
+    char_offsets = np.concatenate([[0], np.cumsum(widths)])[2 * offsets].tolist()
+    return {int(i): text[char_offsets[k] : char_offsets[k + 1] - 1] for k, i in enumerate(ids.tolist())}
 
 
 def label_map_to_coco(label_map):
