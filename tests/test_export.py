@@ -360,7 +360,7 @@ def test_export_from_a_checkpoint_replaces_an_earlier_export(run_dir, export_cop
     from cell_seg.inference import Predictor
 
     # A failure half-way leaves the earlier export untouched and no temporary folder behind.
-    monkeypatch.setattr(export, "build_archive", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(export, "build_module", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         export.export_model(run_dir / "checkpoints" / "last.keras", export_copy)
     monkeypatch.undo()
@@ -373,3 +373,29 @@ def test_export_from_a_checkpoint_replaces_an_earlier_export(run_dir, export_cop
     image = random_image((40, 50), np.uint8)
     last = Predictor.load(run_dir / "checkpoints" / "last.keras").predict_probs(image)
     np.testing.assert_allclose(Predictor.load(export_copy).predict_probs(image), last, rtol=0, atol=ATOL)
+
+
+def variables_bytes(export_dir):
+    return sum(p.stat().st_size for p in (Path(export_dir) / "variables").iterdir())
+
+
+def test_weights_are_stored_once_and_float16_halves_them(run_dir, exported, tmp_path):
+    """float32: the variables hold each weight once (Keras' model.export held them twice);
+    float16: half that, and the probabilities stay within float16 rounding of the Keras model."""
+    from cell_seg.export import CHECK_TOLERANCE
+    from cell_seg.inference import Predictor
+
+    keras_model = Predictor.load(run_dir).keras_model
+    weight_bytes = sum(int(np.prod(v.shape)) * 4 for v in keras_model.weights)
+    assert weight_bytes < variables_bytes(exported) < 1.2 * weight_bytes + 20_000
+
+    half = tmp_path / "half"
+    result = cli("cell_seg.export", "--model", run_dir, "--out", half, "--weights-dtype", "float16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert variables_bytes(exported) - variables_bytes(half) > 0.45 * weight_bytes  # 2 of 4 bytes per weight saved
+    assert json.loads((half / "assets" / "metadata.json").read_text())["weights_dtype"] == "float16"
+    image = random_image((90, 130, 3), np.uint8, seed=7)
+    full = Predictor.load(run_dir).predict_probs(image)
+    probs = Predictor.load(half).predict_probs(image)
+    difference = np.abs(probs - full).max()
+    assert 0 < difference < CHECK_TOLERANCE["float16"]  # float16 rounding is visible, and small
