@@ -1,11 +1,12 @@
 """Evaluate a trained model on a COCO validation set and tune its post-processing.
 
-    python -m cell_seg.evaluate --model runs/demo --coco val.json --images DIR [--tune] [--out DIR]
+    python -m cell_seg.evaluate --model runs/demo --coco val.json --images DIR [--tune] [--tta] [--out DIR]
 
 Reports the Sartorius/DSB mAP over IoU 0.50:0.95 (overall and per class), COCO AP/AP50/AP75, the
 HuBMAP-style AP at IoU 0.6 and the foreground IoU, for both post-processing modes when the model
 has a border channel. `--tune` searches thresholds and minimum areas (per class when the data has
 classes) to maximise the mAP and writes `postprocess.json`, which predict and export then use.
+`--tta` averages the 8 flips and rotations of each image (8x slower), as `predict --tta` does.
 """
 
 import argparse
@@ -25,13 +26,13 @@ BORDER_THRESHOLDS = (0.3, 0.5, 0.7)
 MIN_AREAS = (0, 10, 25, 50)
 
 
-def predict_dataset(predictor, dataset, desc="predicting"):
+def predict_dataset(predictor, dataset, desc="predicting", tta=False):
     """Run the model on every image: list of dicts with key, class, probs (float16), truth label map."""
     results = []
     for image_id in tqdm(dataset.image_ids, desc=desc, unit="img", file=sys.stderr):
         image = dataset.load_image(image_id)
         truth, _ = dataset.load_labels(image_id)
-        probs = predictor.predict_probs(image)
+        probs = predictor.predict_probs(image, tta=tta)
         results.append(
             {"key": dataset.key(image_id), "class": dataset.image_class(image_id), "probs": probs.astype(np.float16), "truth": truth}
         )
@@ -157,10 +158,11 @@ def print_report(report, file=sys.stderr):
     print(f"best mode: {report['best_mode']}", file=file)
 
 
-def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None):
+def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=False):
     """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json.
 
     The model is loaded from `run_dir` (its best checkpoint and metadata) unless `predictor` is given.
+    `tta` averages the 8 flips and rotations of every image before post-processing.
     """
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.inference import Predictor
@@ -170,11 +172,12 @@ def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out
     predictor = predictor or Predictor.load(run_dir)
     dataset = CocoDataset(coco, images)
     started = time.time()
-    records = predict_dataset(predictor, dataset)
+    records = predict_dataset(predictor, dataset, desc="predicting (8 flips/rotations)" if tta else "predicting", tta=tta)
     report, settings = evaluate_records(records, predictor.channels, predictor.postprocess, tune=tune)
     report["images"] = len(records)
     report["seconds"] = round(time.time() - started, 1)
     report["model"] = predictor.source
+    report["tta"] = bool(tta)
     write_json_atomic(report, out_dir / "metrics.json", indent=2)
     if tune:
         write_json_atomic(settings, out_dir / "postprocess.json", indent=2)
@@ -191,6 +194,7 @@ def main(argv=None):
     parser.add_argument("--coco", required=True, help="COCO JSON with the ground truth")
     parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
     parser.add_argument("--tune", action="store_true", help="tune thresholds / min areas and write postprocess.json")
+    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations of each image (8x slower)")
     parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "
                         "or the current directory for a .keras file or SavedModel)")
     args = parser.parse_args(argv)
@@ -201,7 +205,7 @@ def main(argv=None):
     model_path = Path(args.model)
     out = args.out or (model_path if model_path.is_dir() and not (model_path / "saved_model.pb").exists() else ".")
     report = evaluate_run(model_path, coco=read_json(args.coco), images=args.images, tune=args.tune,
-                          predictor=predictor, out_dir=out)
+                          predictor=predictor, out_dir=out, tta=args.tta)
     print(f"mAP {report['summary']['map']:.3f} ({report['best_mode']}); metrics written to {Path(out) / 'metrics.json'}")
     return 0
 

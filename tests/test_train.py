@@ -170,6 +170,26 @@ def test_evaluate_cli_tunes_and_writes_postprocess(trained_run, synthetic, tmp_p
     assert "mAP" in result.stdout
 
 
+def test_evaluate_tta_scores_the_averaged_flips(trained_run, synthetic, tmp_path):
+    from cell_seg.data.dataset import CocoDataset
+    from cell_seg.evaluate import predict_dataset
+    from cell_seg.inference import Predictor
+
+    out, _, _ = trained_run
+    coco, images = synthetic
+    result = cli("cell_seg.evaluate", "--model", out, "--coco", coco, "--images", images, "--tta", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["tta"] is True and 0 <= report["summary"]["map"] <= 1
+    assert not (tmp_path / "postprocess.json").exists()  # no --tune: nothing to write
+    predictor = Predictor.load(out)
+    dataset = CocoDataset(json.loads(Path(coco).read_text()), images)
+    record = predict_dataset(predictor, dataset, tta=True)[0]
+    image = dataset.load_image(dataset.image_ids[0])
+    np.testing.assert_allclose(record["probs"], predictor.predict_probs(image, tta=True), atol=1e-3)
+    assert np.abs(record["probs"] - predictor.predict_probs(image)).max() > 1e-3  # the flips do change it
+
+
 @pytest.mark.parametrize("fmt, out_name", [("sartorius", "sub.csv"), ("hubmap", "hub.csv"), ("coco", "res.json"),
                                            ("labels", "labels")])
 def test_predict_cli_formats(trained_run, synthetic, tmp_path, fmt, out_name):
