@@ -1,6 +1,11 @@
 """Predict cell instances for a folder of images and write a submission or label images.
 
-    python -m cell_seg.predict --model PATH --images DIR --out FILE_OR_DIR --format sartorius|hubmap|coco|labels
+    python -m cell_seg.predict --model PATH --images DIR [--out FILE_OR_DIR] [--format sartorius|hubmap|coco|labels]
+
+Without `--format` it writes one 16-bit label image per input image (and an outline overlay)
+to `--out` (default `predictions/`). `--ids sample_submission.csv` predicts exactly the ids of a
+CSV's `id` column, in that order (a Kaggle test set). `--tile 512` predicts large images in
+overlapping tiles.
 
 `--model` is a run directory, a `.keras` file or an exported SavedModel directory; the model's
 tuned post-processing (`postprocess.json`, or the SavedModel's metadata) is used unless
@@ -19,10 +24,13 @@ from cell_seg.cli import run_main
 from cell_seg.errors import DataError
 
 FORMATS = ("sartorius", "hubmap", "coco", "labels")
+DEFAULT_OUT = {"sartorius": "submission.csv", "hubmap": "submission.csv", "coco": "predictions.json",
+               "labels": "predictions"}
 
 
-def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta=False, skip_bad=False, overlays=False):
-    """Predict every image of `images` (id -> path) and write `out` in format `fmt`.
+def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta=False, skip_bad=False, overlays=False,
+                   tile=None, overlap=None):
+    """Predict every image of `images` (id -> path, predicted in that order) and write `out` in format `fmt`.
 
     Returns (n_images, n_instances, skipped list of (key, reason)).
     """
@@ -33,7 +41,7 @@ def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta
     out = Path(out)
     if fmt == "labels":
         out.mkdir(parents=True, exist_ok=True)
-    for number, (key, path) in enumerate(tqdm(sorted(images.items()), desc="predicting", unit="img", file=sys.stderr), 1):
+    for number, (key, path) in enumerate(tqdm(list(images.items()), desc="predicting", unit="img", file=sys.stderr), 1):
         try:
             image = read_image(path)
         except DataError as error:
@@ -41,7 +49,8 @@ def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta
                 raise
             skipped.append((key, error.message))
             continue
-        label_map, instances = predictor.predict_instances(image, mode=mode, postprocess=postprocess, tta=tta)
+        label_map, instances = predictor.predict_instances(image, mode=mode, postprocess=postprocess, tta=tta,
+                                                           tile=tile, overlap=overlap)
         scores = [inst["score"] for inst in instances]
         n_instances += len(instances)
         if fmt == "sartorius":
@@ -66,6 +75,30 @@ def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta
     return len(images) - len(skipped), n_instances, skipped
 
 
+def select_ids(images, ids_csv, folder):
+    """The images of the ids in the `id` column of `ids_csv`, in the CSV's order (duplicates once).
+
+    Raises DataError naming the CSV and the row of the first id without an image in `folder`.
+    """
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(ids_csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read the id list ({error})", file=ids_csv) from None
+    if "id" not in frame.columns:
+        raise DataError(f"no 'id' column (columns: {', '.join(frame.columns)})", file=ids_csv)
+    selected = {}
+    for row, key in enumerate(frame["id"], start=2):  # row 1 is the header
+        key = key.strip()
+        if key not in images:
+            raise DataError(f"id {key!r} has no image in {folder}", file=ids_csv, row=row)
+        selected.setdefault(key, images[key])
+    if not selected:
+        raise DataError("the id list is empty", file=ids_csv)
+    return selected
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m cell_seg.predict",
@@ -73,12 +106,19 @@ def main(argv=None):
     )
     parser.add_argument("--model", required=True, help="run directory, .keras file or exported SavedModel directory")
     parser.add_argument("--images", required=True, help="folder of images (also DIR/<id>/images/<id>.png); id = file stem")
-    parser.add_argument("--out", required=True, help="CSV (sartorius, hubmap), JSON (coco) or folder (labels)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="output format")
+    parser.add_argument("--ids", help="CSV with an 'id' column (e.g. sample_submission.csv): predict exactly those "
+                        "images, in that order")
+    parser.add_argument("--out", help="CSV (sartorius, hubmap), JSON (coco) or folder (labels); default "
+                        + ", ".join(f"{v} ({k})" for k, v in DEFAULT_OUT.items() if k != "hubmap"))
+    parser.add_argument("--format", default="labels", choices=FORMATS,
+                        help="output format (default labels: 16-bit label PNGs with outline overlays)")
     parser.add_argument("--mode", choices=("components", "watershed"), help="override the post-processing mode")
     parser.add_argument("--postprocess", help="JSON file of post-processing settings (default: the model's tuned ones)")
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
-    parser.add_argument("--overlays", action="store_true", help="with --format labels: also write outline overlays")
+    parser.add_argument("--tile", type=int, help="predict images larger than this in overlapping tiles of this size "
+                        "(a multiple of the model's stride, e.g. 512); default: whole images")
+    parser.add_argument("--overlap", type=int, default=64, help="least overlap of neighbouring tiles (default 64)")
+    parser.add_argument("--no-overlays", action="store_true", help="with --format labels: no outline overlays")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (reported) instead of stopping")
     args = parser.parse_args(argv)
 
@@ -88,15 +128,18 @@ def main(argv=None):
     images = list_images(args.images)
     if not images:
         raise DataError("no PNG/TIFF/JPEG images found", file=args.images)
+    if args.ids:
+        images = select_ids(images, args.ids, args.images)
+    out = args.out or DEFAULT_OUT[args.format]
     postprocess = json.loads(Path(args.postprocess).read_text()) if args.postprocess else None
     predictor = Predictor.load(args.model)
     n_images, n_instances, skipped = predict_folder(
-        predictor, images, args.out, args.format, mode=args.mode, postprocess=postprocess, tta=args.tta,
-        skip_bad=args.skip_bad, overlays=args.overlays,
+        predictor, images, out, args.format, mode=args.mode, postprocess=postprocess, tta=args.tta,
+        skip_bad=args.skip_bad, overlays=not args.no_overlays, tile=args.tile, overlap=args.overlap,
     )
     for key, reason in skipped:
         print(f"skipped {key}: {reason}", file=sys.stderr)
-    print(f"wrote {args.out}: {n_images} images, {n_instances} instances, {len(skipped)} skipped", file=sys.stderr)
+    print(f"wrote {out}: {n_images} images, {n_instances} instances, {len(skipped)} skipped", file=sys.stderr)
     return 0
 
 

@@ -207,7 +207,58 @@ def test_predict_cli_formats(trained_run, synthetic, tmp_path, fmt, out_name):
     elif fmt == "coco":
         assert isinstance(json.loads(target.read_text()), list)
     else:
-        assert len(list(target.glob("*.png"))) == 6
+        assert len(list(target.glob("*_overlay.png"))) == 6 and len(list(target.glob("*.png"))) == 12
+
+
+def test_predict_defaults_to_label_images_in_predictions(trained_run, synthetic, tmp_path):
+    """The README/weights command: only --model and --images."""
+    from cell_seg.io import read_image
+
+    out, _, _ = trained_run
+    _, images = synthetic
+    result = cli("cell_seg.predict", "--model", out, "--images", images, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = tmp_path / "predictions"
+    stems = sorted(p.stem for p in images.glob("*.png"))
+    assert sorted(p.stem for p in written.glob("*.png") if not p.stem.endswith("_overlay")) == stems
+    labels = read_image(written / f"{stems[0]}.png")
+    assert labels.dtype == np.uint16 and labels.shape == (96, 112)
+    assert "wrote predictions: 6 images" in result.stderr
+
+
+def test_predict_ids_follow_the_csv_and_name_a_missing_row(trained_run, synthetic, tmp_path):
+    out, _, _ = trained_run
+    _, images = synthetic
+    stems = sorted(p.stem for p in images.glob("*.png"))
+    wanted = [stems[3], stems[0], stems[3]]
+    pd.DataFrame({"id": wanted, "predicted": ""}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    target = tmp_path / "submission.csv"
+    result = cli("cell_seg.predict", "--model", out, "--images", images, "--ids", tmp_path / "sample_submission.csv",
+                 "--format", "sartorius", "--out", target)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ids = list(dict.fromkeys(pd.read_csv(target)["id"]))
+    assert ids == [stems[3], stems[0]]
+    pd.DataFrame({"id": [stems[1], "missing_one"]}).to_csv(tmp_path / "bad.csv", index=False)
+    target.unlink()
+    result = cli("cell_seg.predict", "--model", out, "--images", images, "--ids", tmp_path / "bad.csv",
+                 "--format", "sartorius", "--out", target)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "bad.csv, row 3" in result.stderr and "missing_one" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not target.exists()
+
+
+def test_predict_tiles_large_images(trained_run, synthetic, tmp_path):
+    from cell_seg.io import read_image
+
+    out, _, _ = trained_run
+    _, images = synthetic
+    result = cli("cell_seg.predict", "--model", out, "--images", images, "--out", tmp_path / "tiled",
+                 "--tile", 64, "--overlap", 32, "--no-overlays")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "tiled").glob("*.png"))) == 6
+    assert read_image(next((tmp_path / "tiled").glob("*.png"))).shape == (96, 112)
+    result = cli("cell_seg.predict", "--model", out, "--images", images, "--tile", 50)
+    assert result.returncode == 2 and "stride" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_predict_reports_a_corrupt_image_and_skips_it(trained_run, synthetic, tmp_path):
