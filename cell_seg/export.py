@@ -138,25 +138,30 @@ def build_module(model, metadata, weights_dtype="float32"):
     in_channels = int(metadata["in_channels"])
 
     def stored(variables):
+        """Copies of `variables`, floating-point ones as `weights_dtype` (integer states such as seeds kept)."""
         out = []
         for variable in variables:
-            value = np.asarray(variable.numpy()).astype(weights_dtype)
-            if not np.isfinite(value).all():
-                raise ModelError(f"weight {variable.path} does not fit in {weights_dtype}; export with float32")
+            value = np.asarray(variable.numpy())
+            if np.issubdtype(value.dtype, np.floating):
+                with np.errstate(over="ignore"):
+                    value = value.astype(weights_dtype)
+                if not np.isfinite(value).all():
+                    raise ModelError(f"weight {variable.path} does not fit in {weights_dtype}; export with float32")
             out.append(tf.Variable(value, trainable=False, name=variable.path.replace("/", "__")))
         return out
 
     module = tf.Module()
     module.trainable = stored(model.trainable_variables)
     module.non_trainable = stored(model.non_trainable_variables)
+    dtypes = [v.dtype for v in model.trainable_variables], [v.dtype for v in model.non_trainable_variables]
 
     def padded_call(batch):
         """Pad to the stride with zeros (after normalisation, as `pad_to_multiple`), predict, crop."""
         height, width = tf.shape(batch)[1], tf.shape(batch)[2]
         pad_h, pad_w = (-height) % stride, (-width) % stride
         padded = tf.pad(batch, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        trainable = [tf.cast(v, tf.float32) for v in module.trainable]
-        non_trainable = [tf.cast(v, tf.float32) for v in module.non_trainable]
+        trainable = [tf.cast(v, dtype) for v, dtype in zip(module.trainable, dtypes[0])]
+        non_trainable = [tf.cast(v, dtype) for v, dtype in zip(module.non_trainable, dtypes[1])]
         out, _ = model.stateless_call(trainable, non_trainable, padded, training=False)
         return tf.cast(out[:, :height, :width, :], tf.float32)
 

@@ -399,3 +399,25 @@ def test_weights_are_stored_once_and_float16_halves_them(run_dir, exported, tmp_
     probs = Predictor.load(half).predict_probs(image)
     difference = np.abs(probs - full).max()
     assert 0 < difference < CHECK_TOLERANCE["float16"]  # float16 rounding is visible, and small
+
+
+def test_float16_export_keeps_integer_states_of_dropout_layers(tmp_path):
+    """Dropout layers (as in EfficientNet) carry an integer seed state: it must not be cast to float16."""
+    import keras
+    import tensorflow as tf
+
+    from cell_seg.export import build_module
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Dropout(0.3)(x)
+    outputs = keras.layers.Conv2D(2, 1, activation="sigmoid")(x)
+    model = keras.Model(inputs, outputs)
+    assert any(not v.dtype.startswith("float") for v in model.non_trainable_variables)  # the seed state
+    metadata = {"normalization": {"mode": "scale", "mean": None, "std": None}, "in_channels": 3, "stride": 1}
+    module, signatures = build_module(model, metadata, "float16")
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures=signatures)
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    x = np.random.default_rng(0).random((1, 20, 30, 3), dtype=np.float32)
+    out = loaded.signatures["serve_normalized"](images=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(out, model(x, training=False).numpy(), rtol=0, atol=5e-3)
