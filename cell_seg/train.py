@@ -346,7 +346,11 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
         plt.close(plot_history(run_dir / "history.csv", save=run_dir / "training_curves.png"))
     except Exception as error:  # a plot must never lose a finished training
         print(f"warning: training curves not drawn ({error})", file=sys.stderr)
-    write_json_atomic({"train_seconds": train_seconds, "epochs": config.train.epochs}, run_dir / "train_time.json")
+    timing = run_dir / "train_time.json"
+    if resume and timing.is_file():  # a resumed run reports the time of all its sessions
+        train_seconds += float(read_json(timing).get("train_seconds", 0.0))
+    write_json_atomic({"train_seconds": train_seconds, "epochs": completed_epochs(run_dir),
+                       "planned_epochs": config.train.epochs}, timing)
 
     if evaluate_after:
         from cell_seg.evaluate import evaluate_run

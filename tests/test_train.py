@@ -121,9 +121,13 @@ def test_resume_cli_continues_a_finished_run_with_more_epochs(trained_run, tmp_p
     out, _, _ = trained_run
     copy = tmp_path / "more"
     shutil.copytree(out, copy)
+    first = json.loads((copy / "train_time.json").read_text())
+    assert first["epochs"] == 2 and first["train_seconds"] > 0
     result = cli("cell_seg.train", "--resume", copy, "train.epochs=3", "--no-eval")
     assert result.returncode == 0, result.stderr[-2000:]
     assert list(pd.read_csv(copy / "history.csv")["epoch"]) == [0, 1, 2]
+    timing = json.loads((copy / "train_time.json").read_text())
+    assert timing["epochs"] == 3 and timing["train_seconds"] > first["train_seconds"]  # both sessions counted
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic, tmp_path):
