@@ -3,6 +3,7 @@
     python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --budget 45
     python bench/accuracy.py --dataset sartorius --config configs/sartorius_unet_effb0.yaml --budget 90
     python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume   # after a kill
+    python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume --budget 40 train.epochs=34
     python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --evaluate-only --tta
 
 Reads ../shared/data (or --data). The conversion uses the project's own converters; the split is
@@ -147,7 +148,10 @@ def main():
     run_dir = Path(args.runs) / f"accuracy_{args.dataset}_{config.name}"
     config.out_dir = str(run_dir)
     if args.resume or args.evaluate_only:
-        config = load_config(run_dir / "config.yaml")
+        # The run's own config; on --resume the overrides (e.g. more train.epochs) and --budget
+        # apply to this session, and the report counts the time of every session.
+        extra = args.overrides + [f"train.time_budget_minutes={args.budget}"] if args.resume else []
+        config = load_config(run_dir / "config.yaml", extra)
         config.out_dir = str(run_dir)
     started = time.time()
     if not args.evaluate_only:
