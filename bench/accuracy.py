@@ -140,7 +140,6 @@ def main():
     cache = ROOT / "bench" / "out"
     cache.mkdir(parents=True, exist_ok=True)
     coco, images = convert(args.dataset, data_root, cache)
-    from cell_seg.evaluate import evaluate_run
     from cell_seg.train import resolve_data, run
 
     config = load_config(args.config, args.overrides + [f"data.coco={coco}", f"data.images={images}",
@@ -158,6 +157,8 @@ def main():
         run(config, resume=args.resume)
     train_seconds = read_json(run_dir / "train_time.json")["train_seconds"] if (run_dir / "train_time.json").is_file() else time.time() - started
     if args.tta:
+        from cell_seg.evaluate import evaluate_run
+
         _, val_coco, images = resolve_data(config)
         evaluate_run(run_dir, coco=val_coco, images=images, tune=True, out_dir=run_dir / "tta", tta=True)
     report(args.dataset, config, run_dir, train_seconds, args.budget)
