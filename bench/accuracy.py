@@ -11,8 +11,8 @@ the seeded, stratified one of `data.coco`. Training runs through `cell_seg.train
 tunes post-processing on the validation part and scores both modes. Results go to
 bench/results/<dataset>_<model>.md and .json with the config, the commit, the hardware and the
 training time. `--tta` adds rows for test-time augmentation (the 8 flips/rotations averaged, its
-post-processing tuned again on the same validation part); `--evaluate-only` scores a finished run
-without training. The validation split is not the competition leaderboard, and the
+post-processing tuned again on the same validation part); `--evaluate-only` tunes and scores a
+finished run again without training. The validation split is not the competition leaderboard, and the
 post-processing is tuned on the split it is scored on, so the figures are optimistic by that much.
 """
 
@@ -128,7 +128,8 @@ def main():
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--runs", default=str(ROOT / "runs"))
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run")
-    parser.add_argument("--evaluate-only", action="store_true", help="score the finished run again, no training")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="tune and score the finished run again (e.g. after a post-processing change), no training")
     parser.add_argument("--tta", action="store_true",
                         help="also score with the 8 flips/rotations averaged (post-processing tuned again)")
     parser.add_argument("overrides", nargs="*")
@@ -154,13 +155,16 @@ def main():
         config.out_dir = str(run_dir)
     started = time.time()
     if not args.evaluate_only:
-        run(config, resume=args.resume)
+        run(config, resume=args.resume)  # trains, then tunes and scores on the validation part
     train_seconds = read_json(run_dir / "train_time.json")["train_seconds"] if (run_dir / "train_time.json").is_file() else time.time() - started
-    if args.tta:
+    if args.evaluate_only or args.tta:
         from cell_seg.evaluate import evaluate_run
 
         _, val_coco, images = resolve_data(config)
-        evaluate_run(run_dir, coco=val_coco, images=images, tune=True, out_dir=run_dir / "tta", tta=True)
+        if args.evaluate_only:
+            evaluate_run(run_dir, coco=val_coco, images=images, tune=True)
+        if args.tta:
+            evaluate_run(run_dir, coco=val_coco, images=images, tune=True, out_dir=run_dir / "tta", tta=True)
     report(args.dataset, config, run_dir, train_seconds, args.budget)
     return 0
 
