@@ -124,7 +124,8 @@ def tune_postprocess(records, channels, mode, base=None):
 
     Returns (settings dict for PostprocessConfig, best mAP, table of per-class bests).
     """
-    base = dict(base or {})
+    # Earlier tuned per-class settings would override every candidate: tune afresh without them.
+    base = {key: value for key, value in (base or {}).items() if key not in ("per_class", "mode")}
     grid = [("fg_threshold", FG_THRESHOLDS), ("min_area", MIN_AREAS)]
     if mode == "watershed":
         grid.insert(1, ("border_threshold", BORDER_THRESHOLDS))

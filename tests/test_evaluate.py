@@ -38,3 +38,25 @@ def test_follows_an_interaction_over_rounds():
 def test_keeps_the_start_when_nothing_is_better():
     best, value = coordinate_search(lambda params: 1.0, GRID, TUNE_START)
     assert best == TUNE_START and value == 1.0
+
+
+def test_retuning_ignores_the_earlier_per_class_settings(monkeypatch):
+    """A run evaluated a second time has a tuned postprocess.json with per-class settings; they
+    must not ride along into the candidates (they would override every threshold tried)."""
+    from cell_seg import evaluate
+
+    seen = []
+
+    def fake_score(records, channels, mode, settings, full=False):
+        seen.append(settings)
+        return -abs(settings["fg_threshold"] - 0.8) - abs(settings["min_area"] - 100) / 1000
+
+    monkeypatch.setattr(evaluate, "score_predictions", fake_score)
+    records = [{"class": name} for name in ("astro", "cort", "shsy5y")]
+    earlier = {"mode": "components", "fg_threshold": 0.5, "min_area": 25,
+               "per_class": {name: {"fg_threshold": 0.5, "min_area": 25} for name in ("astro", "cort", "shsy5y")}}
+    settings, _, table = evaluate.tune_postprocess(records, ["foreground", "class_astro", "class_cort", "class_shsy5y"],
+                                                   "components", base=earlier)
+    assert all("per_class" not in candidate for candidate in seen[:-1])
+    assert settings["per_class"] == {name: {"fg_threshold": 0.8, "min_area": 100} for name in ("astro", "cort", "shsy5y")}
+    assert [row["fg_threshold"] for row in table] == [0.8, 0.8, 0.8]
