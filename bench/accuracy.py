@@ -80,7 +80,9 @@ def _rows(metrics, suffix=""):
     return rows
 
 
-def report(dataset, config, run_dir, train_seconds, budget):
+def report(dataset, config, run_dir, train_seconds):
+    from cell_seg.train import completed_epochs
+
     metrics = read_json(run_dir / "metrics.json")
     rows = _rows(metrics)
     if (run_dir / "tta" / "metrics.json").is_file():
@@ -92,7 +94,8 @@ def report(dataset, config, run_dir, train_seconds, budget):
         "best_mode": metrics["best_mode"],
         "validation_images": metrics.get("images"),
         "train_seconds": round(train_seconds),
-        "budget_minutes": budget,
+        "budget_minutes_last_session": config.train.time_budget_minutes,
+        "epochs_trained": completed_epochs(run_dir),
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         "commit": commit(),
         "config": config.to_dict(),
@@ -102,7 +105,8 @@ def report(dataset, config, run_dir, train_seconds, budget):
     out = ROOT / "bench" / "results" / f"{dataset}_{result['model']}"
     write_json_atomic(result, out.with_suffix(".json"), indent=2)
     lines = [
-        f"# {dataset}: {result['model']} ({result['train_seconds'] / 60:.0f} min training, {result['hardware']})",
+        f"# {dataset}: {result['model']} ({result['train_seconds'] / 60:.0f} min training, {result['epochs_trained']} epochs, "
+        f"{result['hardware']})",
         "",
         f"Validation split ({result['validation_images']} images, seeded, stratified); not the competition leaderboard.",
         "",
@@ -165,7 +169,7 @@ def main():
             evaluate_run(run_dir, coco=val_coco, images=images, tune=True)
         if args.tta:
             evaluate_run(run_dir, coco=val_coco, images=images, tune=True, out_dir=run_dir / "tta", tta=True)
-    report(args.dataset, config, run_dir, train_seconds, args.budget)
+    report(args.dataset, config, run_dir, train_seconds)
     return 0
 
 
