@@ -48,4 +48,4 @@ def test_predict_with_the_release_on_the_embedded_sample(tmp_path):
         truths.append(dataset.load_labels(image_id)[0])
         preds.append(read_image(tmp_path / "predictions" / f"{dataset.key(image_id)}.png").astype(np.int32))
     score = metrics.map_iou(truths, preds)["map"]
-    assert score > 0.3  # measured 0.400; a blank or shifted prediction scores near 0
+    assert score > 0.3  # measured 0.388; a blank or shifted prediction scores near 0
