@@ -192,6 +192,7 @@ def make_callbacks(config, run_dir):
         )
     elif train.schedule == "cosine":
         callbacks.append(keras.callbacks.LearningRateScheduler(cosine_schedule(train)))
+    callbacks.append(train_time_callback(run_dir / "train_time.json", train.epochs))
     if train.time_budget_minutes:
         callbacks.append(time_budget_callback(train.time_budget_minutes))
     if train.early_stopping_patience:
@@ -199,6 +200,23 @@ def make_callbacks(config, run_dir):
             keras.callbacks.EarlyStopping(monitor=train.monitor, mode=mode, patience=train.early_stopping_patience)
         )
     return callbacks
+
+
+def train_time_callback(path, planned_epochs):
+    """A callback that keeps `path` (train_time.json) current after every epoch: the training
+    seconds of every session of the run (an interrupted session counts up to its last epoch)."""
+    import keras
+
+    class TrainTime(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.started = time.time()
+            self.earlier = float(read_json(path).get("train_seconds", 0.0)) if path.is_file() else 0.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            write_json_atomic({"train_seconds": self.earlier + time.time() - self.started, "epochs": epoch + 1,
+                               "planned_epochs": planned_epochs}, path)
+
+    return TrainTime()
 
 
 def time_budget_callback(minutes):
@@ -312,7 +330,6 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
             jit_compile=config.train.xla,
         )
     callbacks = make_callbacks(config, run_dir) + list(extra_callbacks)
-    started = time.time()
     # Our own tf.data wrappers: Keras' PyDataset adapter fixes the batch shape from the first
     # batch, which breaks validation on whole images of different sizes.
     from cell_seg.data.generator import to_tf_dataset
@@ -330,7 +347,6 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
         callbacks=callbacks,
         verbose=config.train.verbose,
     )
-    train_seconds = time.time() - started
 
     best = run_dir / "checkpoints" / "best.keras"
     if best.is_file():
@@ -346,11 +362,6 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
         plt.close(plot_history(run_dir / "history.csv", save=run_dir / "training_curves.png"))
     except Exception as error:  # a plot must never lose a finished training
         print(f"warning: training curves not drawn ({error})", file=sys.stderr)
-    timing = run_dir / "train_time.json"
-    if resume and timing.is_file():  # a resumed run reports the time of all its sessions
-        train_seconds += float(read_json(timing).get("train_seconds", 0.0))
-    write_json_atomic({"train_seconds": train_seconds, "epochs": completed_epochs(run_dir),
-                       "planned_epochs": config.train.epochs}, timing)
 
     if evaluate_after:
         from cell_seg.evaluate import evaluate_run

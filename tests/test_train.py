@@ -106,6 +106,8 @@ def test_resume_after_interruption_loses_at_most_one_epoch(synthetic, tmp_path):
         run(config, extra_callbacks=[StopAfterBatches(epoch=1, batches=1)], evaluate_after=False)
     assert (out / "backup").is_dir()
     assert len(pd.read_csv(out / "history.csv")) == 1  # epoch 0 finished, epoch 1 interrupted
+    killed = json.loads((out / "train_time.json").read_text())  # the killed session's time is kept
+    assert killed["epochs"] == 1 and killed["train_seconds"] > 0
 
     resumed = load_config(out / "config.yaml")
     resumed.out_dir = str(out)
@@ -113,6 +115,8 @@ def test_resume_after_interruption_loses_at_most_one_epoch(synthetic, tmp_path):
     assert len(history.history["loss"]) == 2  # epochs 1 and 2 only: epoch 0 was not redone
     assert list(pd.read_csv(out / "history.csv")["epoch"]) == [0, 1, 2]
     assert not (out / "backup").exists()
+    timing = json.loads((out / "train_time.json").read_text())
+    assert timing["epochs"] == 3 and timing["train_seconds"] > killed["train_seconds"]
 
 
 def test_resume_cli_continues_a_finished_run_with_more_epochs(trained_run, tmp_path):
