@@ -45,6 +45,8 @@ SIGNATURES = {
     "serve_normalized": "float32 B x H x W x in_channels normalised images -> probabilities B x H x W x K",
 }
 WEIGHT_DTYPES = ("float32", "float16")
+#: Largest variables file of an export (8 MiB): releases stay under 10 MB per file in git.
+SHARD_BYTES = 8 * 2**20
 #: Largest absolute difference of probabilities the export check accepts between SavedModel and Keras,
 #: per stored weight type (float16 weights move probabilities by about 1e-3, measured on DSB2018).
 CHECK_TOLERANCE = {"float32": 1e-4, "float16": 3e-2}
@@ -147,6 +149,8 @@ def build_module(model, metadata, weights_dtype="float32"):
                     value = value.astype(weights_dtype)
                 if not np.isfinite(value).all():
                     raise ModelError(f"weight {variable.path} does not fit in {weights_dtype}; export with float32")
+                if weights_dtype == "float16":
+                    value = value.view(np.int16)  # sharded checkpoints cannot restore half: keep the bits
             out.append(tf.Variable(value, trainable=False, name=variable.path.replace("/", "__")))
         return out
 
@@ -160,8 +164,14 @@ def build_module(model, metadata, weights_dtype="float32"):
         height, width = tf.shape(batch)[1], tf.shape(batch)[2]
         pad_h, pad_w = (-height) % stride, (-width) % stride
         padded = tf.pad(batch, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        trainable = [tf.cast(v, dtype) for v, dtype in zip(module.trainable, dtypes[0])]
-        non_trainable = [tf.cast(v, dtype) for v, dtype in zip(module.non_trainable, dtypes[1])]
+        def restored(stored_variable, dtype):
+            value = stored_variable
+            if weights_dtype == "float16" and dtype.startswith("float"):
+                value = tf.bitcast(value, tf.float16)
+            return tf.cast(value, dtype)
+
+        trainable = [restored(v, dtype) for v, dtype in zip(module.trainable, dtypes[0])]
+        non_trainable = [restored(v, dtype) for v, dtype in zip(module.non_trainable, dtypes[1])]
         out, _ = model.stateless_call(trainable, non_trainable, padded, training=False)
         return tf.cast(out[:, :height, :width, :], tf.float32)
 
@@ -266,7 +276,10 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
         import tensorflow as tf
 
         module, signatures = build_module(predictor.keras_model, metadata, weights_dtype)
-        tf.saved_model.save(module, str(staging), signatures=signatures)
+        # Variables in shards of at most SHARD_BYTES, so a release fits git hosts' file limits.
+        sharding = tf.train.experimental.MaxShardSizePolicy(max_shard_size=SHARD_BYTES)
+        tf.saved_model.save(module, str(staging), signatures=signatures,
+                            options=tf.saved_model.SaveOptions(experimental_sharding_callback=sharding))
         (staging / "assets").mkdir(exist_ok=True)
         (staging / "assets" / "metadata.json").write_text(json.dumps(metadata, indent=2))
         if check:

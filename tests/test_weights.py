@@ -23,8 +23,9 @@ def cli(module, *args, cwd=None):
 
 
 def test_release_fits_in_git_and_carries_its_metadata():
-    size = sum(p.stat().st_size for p in RELEASE.rglob("*") if p.is_file())
-    assert size <= 25e6
+    sizes = [p.stat().st_size for p in RELEASE.rglob("*") if p.is_file()]
+    assert sum(sizes) <= 25e6
+    assert max(sizes) < 10e6  # the variables are sharded: no single file over git's comfort limit
     metadata = json.loads((RELEASE / "assets" / "metadata.json").read_text())
     assert metadata["weights_dtype"] == "float16" and metadata["postprocess_tuned"] is True
     assert metadata["postprocess"]["mode"] == "watershed"
