@@ -17,7 +17,6 @@ post-processing is tuned on the split it is scored on, so the figures are optimi
 """
 
 import argparse
-import json
 import os
 import platform
 import subprocess

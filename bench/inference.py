@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from cell_seg.data import labels as labels_lib  # noqa: E402
 from cell_seg.data import rle as rle_codec  # noqa: E402
 from cell_seg.io import read_image, read_json  # noqa: E402
+from postprocess import probabilities  # noqa: E402  (bench/postprocess.py, beside this script)
 
 SHAPE = (520, 704)
 CHANNELS = ["foreground", "border"]
@@ -74,18 +75,6 @@ def synthetic_sample(n_cells, seed=0):
     label_map = labels_lib.relabel_sequential(label_map)[0]
     image = np.clip(120 + 60 * (label_map > 0) + rng.normal(0, 10, SHAPE), 0, 255).astype(np.uint8)
     return "synthetic", image, label_map
-
-
-def truth_probabilities(label_map, seed=0):
-    """Foreground / border probabilities that look like a good model's, from a label map."""
-    rng = np.random.default_rng(seed)
-    union = (label_map > 0).astype(np.float32)
-    foreground = cv2.GaussianBlur(union, (0, 0), 1.5) + rng.normal(0, 0.05, union.shape).astype(np.float32)
-    as_float = label_map.astype(np.float32)
-    kernel = np.ones((3, 3), np.uint8)
-    outline = (cv2.dilate(as_float, kernel) != cv2.erode(as_float, kernel)) & (label_map > 0)
-    border = cv2.GaussianBlur(outline.astype(np.float32), (0, 0), 1.0) * 2.0
-    return np.clip(np.stack([foreground, border], axis=-1), 0, 1).astype(np.float32)
 
 
 def export_untrained(folder):
@@ -155,7 +144,7 @@ def main(argv=None):
         x = pad_to_multiple(normalize_image(image, "scale"), 32)[0][None]
         compiled = tf.function(lambda batch: model(batch, training=False))
         settings = PostprocessConfig(mode="watershed")
-        probs_truth = truth_probabilities(label_map)
+        probs_truth = probabilities(label_map)  # bench/postprocess.py's model-like maps
         labels_truth = to_instances(probs_truth, CHANNELS, mode="watershed", config=settings)[0]
         labels_model = predictor.predict_instances(image, mode="watershed")[0]
         np.testing.assert_allclose(predictor.predict_probs(image), np.asarray(model(x, training=False))[0, :SHAPE[0]],

@@ -142,3 +142,25 @@ def write_image(image, path):
         raise DataError("cannot encode image", file=path)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data.tobytes())
+
+
+def read_csv_table(path, columns=()):
+    """Read a CSV as strings (empty cells stay ""), checking that `columns` are present.
+
+    Raises DataError naming the file (and the missing column) when it is absent, unreadable or
+    lacks a column.
+    """
+    import pandas as pd  # lazy: the CLIs' --help must not pay for pandas
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("CSV file not found", file=path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot parse CSV ({str(error).strip()})", file=path) from None
+    for column in columns:
+        if column is not None and column not in table.columns:
+            names = ", ".join(map(str, table.columns))
+            raise DataError(f"missing column (columns are {names})", file=path, field=column)
+    return table

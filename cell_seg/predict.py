@@ -80,14 +80,9 @@ def select_ids(images, ids_csv, folder):
 
     Raises DataError naming the CSV and the row of the first id without an image in `folder`.
     """
-    import pandas as pd
+    from cell_seg.io import read_csv_table
 
-    try:
-        frame = pd.read_csv(ids_csv, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot read the id list ({error})", file=ids_csv) from None
-    if "id" not in frame.columns:
-        raise DataError(f"no 'id' column (columns: {', '.join(frame.columns)})", file=ids_csv)
+    frame = read_csv_table(ids_csv, ["id"])
     selected = {}
     for row, key in enumerate(frame["id"], start=2):  # row 1 is the header
         key = key.strip()

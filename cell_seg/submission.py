@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cell_seg.errors import DataError
-from cell_seg.io import atomic_path, write_json_atomic
+from cell_seg.io import atomic_path, read_csv_table, write_json_atomic
 from cell_seg.postprocess import label_map_to_rles
 
 SARTORIUS_COLUMNS = ("id", "predicted")
@@ -68,20 +68,6 @@ def write_sartorius_csv(rows, path):
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
     return Path(path)
-
-
-def _read_csv(path, columns):
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read CSV ({error})", file=path) from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"missing column (found {', '.join(map(str, frame.columns))})", file=path, field=missing[0])
-    return frame
 
 
 def _shape_of(shapes, image_id, path, row):
@@ -117,7 +103,7 @@ def read_sartorius_csv(path, shapes, allow_overlap=False):
     from cell_seg.data import labels as labels_lib
     from cell_seg.data import rle as rle_codec
 
-    frame = _read_csv(path, SARTORIUS_COLUMNS)
+    frame = read_csv_table(path, SARTORIUS_COLUMNS)
     indices = {}
     first_line = {}
     for row, (image_id, predicted) in enumerate(zip(frame["id"], frame["predicted"]), start=2):
@@ -272,7 +258,7 @@ def read_hubmap_csv(path):
     from cell_seg.data import labels as labels_lib
     from cell_seg.data import rle as rle_codec
 
-    frame = _read_csv(path, HUBMAP_COLUMNS)
+    frame = read_csv_table(path, HUBMAP_COLUMNS)
     out = {}
     for row, record in enumerate(frame.itertuples(index=False), start=2):
         try:

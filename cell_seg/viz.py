@@ -1001,23 +1001,15 @@ def read_csv_labels(path, image_id, shape, column=None):
     Example:
         >>> labels = read_csv_labels("submission.csv", "0030fd0e6378", (520, 704))   # doctest: +SKIP
     """
-    import pandas as pd
-
     from cell_seg.data import labels as labels_lib
     from cell_seg.data import rle as rle_codec
+    from cell_seg.io import read_csv_table
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read CSV ({error})", file=path) from None
+    frame = read_csv_table(path, ["id"])
     if column is None:
         column = next((c for c in ("predicted", "annotation") if c in frame.columns), "predicted")
-    for needed in ("id", column):
-        if needed not in frame.columns:
-            raise DataError(f"missing column (found {', '.join(map(str, frame.columns))})", file=path, field=needed)
+    if column not in frame.columns:
+        raise DataError(f"missing column (columns are {', '.join(map(str, frame.columns))})", file=path, field=column)
     rows = np.flatnonzero((frame["id"] == str(image_id)).to_numpy())
     if rows.size == 0:
         raise DataError(f"no row for image {image_id!r}", file=path, field="id")

@@ -33,7 +33,7 @@ from cell_seg.data import rle as rle_codec
 from cell_seg.data.coco import CocoBuilder
 from cell_seg.data.labels import instance_indices
 from cell_seg.errors import DataError
-from cell_seg.io import IMAGE_SUFFIXES, list_images, read_image
+from cell_seg.io import IMAGE_SUFFIXES, list_images, read_csv_table, read_image
 
 KAGGLE_COLUMNS = ("id", "annotation", "width", "height", "cell_type")
 
@@ -106,24 +106,6 @@ def _timed(function):
 
 
 # --- RLE tables (Kaggle train.csv, generic RLE CSV) -------------------------------------------
-
-
-def _read_table(csv, columns):
-    """Read a CSV as strings (empty cells stay ""), checking that `columns` are present."""
-    import pandas as pd  # lazy: the CLI's --help must not pay for pandas
-
-    csv = Path(csv)
-    if not csv.is_file():
-        raise DataError("CSV file not found", file=csv)
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot parse CSV ({str(error).strip()})", file=csv) from None
-    for column in columns:
-        if column is not None and column not in table.columns:
-            names = ", ".join(map(str, table.columns))
-            raise DataError(f"missing column (columns are {names})", file=csv, field=column)
-    return table
 
 
 class _RleTable:
@@ -245,7 +227,7 @@ def convert_kaggle(csv, images, skip_bad=False, progress=False):
         >>> stats.summary("wrote coco.json")                            # doctest: +SKIP
         'wrote coco.json: 440 images, 35228 instances (astro 8835, cort 9499, shsy5y 16894), ...'
     """
-    frame = _read_table(csv, KAGGLE_COLUMNS)
+    frame = read_csv_table(csv, KAGGLE_COLUMNS)
     extra_cols = [c for c in frame.columns if c not in KAGGLE_COLUMNS]
     table = _RleTable(frame, csv, "id", "annotation", "row", "height", "width", "cell_type", None, extra_cols)
     info = {"description": f"converted from {Path(csv).name} (Kaggle Sartorius layout)", "converter": "kaggle"}
@@ -287,7 +269,7 @@ def convert_csv_rle(
         ...     height_col="Height", width_col="Width", category="nucleus")   # doctest: +SKIP
     """
     extra_cols = list(extra_cols)
-    frame = _read_table(csv, [id_col, rle_col, height_col, width_col, class_col, *extra_cols])
+    frame = read_csv_table(csv, [id_col, rle_col, height_col, width_col, class_col, *extra_cols])
     table = _RleTable(frame, csv, id_col, rle_col, order, height_col, width_col, class_col, category, extra_cols)
     info = {"description": f"converted from {Path(csv).name} ({order}-major RLE)", "converter": "csv-rle"}
     return _convert_rle_table(table, images, skip_bad, progress, info)
