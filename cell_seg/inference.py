@@ -6,9 +6,12 @@ OpenCV: this module never imports segmentation-models, albumentations or pycocot
 offline Kaggle notebook, where they are absent, relies on that), and it imports TensorFlow
 only when a model is loaded.
 
-Images larger than a tile size can be predicted in overlapping tiles (`tile=`): each tile
-keeps only its centre, so for a fully convolutional model whose receptive field radius is
-smaller than half the overlap the result equals whole-image prediction up to float rounding.
+Images larger than a tile size can be predicted in overlapping tiles (`tile=`). By default
+(`blend="center"`) each tile keeps only its centre, so for a fully convolutional model whose
+receptive field radius is smaller than half the overlap the result equals whole-image
+prediction up to float rounding. `blend="linear"` instead averages the tiles over their
+overlaps with weights that fall linearly towards each tile's inner edges, so no pixel is
+taken from a single tile right where its context is cut (see `tile_window`).
 """
 
 import json
@@ -22,6 +25,7 @@ from cell_seg.preprocess import NORMALIZATION_MODES, crop_to, normalize_image, p
 METADATA_KEYS = ("channels", "normalization", "in_channels", "stride")
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 DEFAULT_OVERLAP = 64
+BLEND_MODES = ("center", "linear")
 
 
 def read_metadata(path, hint="export the model again with python -m cell_seg.export"):
@@ -119,6 +123,28 @@ def tile_spans(length, tile, overlap, stride=1):
     return spans
 
 
+def tile_window(spans, index):
+    """1-D blending weights of tile `index` of `spans` (from `tile_spans`) for `blend="linear"`.
+
+    The weight is 1 where the tile is alone and ramps linearly down over its overlap with each
+    neighbour, from 1 towards 0 at the tile's edge (never 0 itself); image borders are not inner
+    edges and keep weight 1. Neighbouring ramps cross at 0.5, so weights of a pixel never sum to 0.
+
+    Example:
+        >>> tile_window([(0, 8, 0, 6), (4, 12, 6, 12)], 0).tolist()
+        [1.0, 1.0, 1.0, 1.0, 0.875, 0.625, 0.375, 0.125]
+    """
+    start, stop = spans[index][:2]
+    weights = np.ones(stop - start, np.float32)
+    if index > 0:
+        ramp = spans[index - 1][1] - start  # overlap with the previous tile
+        weights[:ramp] = np.minimum(weights[:ramp], (np.arange(ramp) + 0.5) / ramp)
+    if index < len(spans) - 1:
+        ramp = stop - spans[index + 1][0]  # overlap with the next tile
+        weights[-ramp:] = np.minimum(weights[-ramp:], ((np.arange(ramp) + 0.5) / ramp)[::-1])
+    return weights
+
+
 class Predictor:
     """Raw image in, probability maps and instances out, for a run directory, `.keras` file or SavedModel.
 
@@ -132,6 +158,8 @@ class Predictor:
         postprocess: post-processing settings (default: the metadata's).
         tile, overlap: predict images larger than `tile` in both or either dimension in tiles
             of `tile` pixels overlapping by `overlap` (None: whole images).
+        blend: how tiles are joined: "center" (each keeps its centre) or "linear" (weighted
+            average over the overlaps).
 
     Example:
         >>> predictor = Predictor.load("exported/demo")                     # doctest: +SKIP
@@ -143,7 +171,7 @@ class Predictor:
     """
 
     def __init__(self, metadata, predict_normalized, predict_raw=None, postprocess=None, source=None,
-                 keras_model=None, tile=None, overlap=DEFAULT_OVERLAP, postprocess_tuned=None):
+                 keras_model=None, tile=None, overlap=DEFAULT_OVERLAP, postprocess_tuned=None, blend="center"):
         self.metadata = metadata
         self.channels = list(metadata["channels"])
         self.class_names = list(metadata.get("class_names") or [])
@@ -154,17 +182,17 @@ class Predictor:
         self.postprocess_tuned = bool(postprocess is not None if postprocess_tuned is None else postprocess_tuned)
         self.source = source
         self.keras_model = keras_model
-        self.tile, self.overlap = tile, overlap
+        self.tile, self.overlap, self.blend = tile, overlap, blend
         self._predict_normalized = predict_normalized
         self._predict_raw = predict_raw
 
     # --- loading ---
 
     @classmethod
-    def load(cls, path, tile=None, overlap=DEFAULT_OVERLAP):
+    def load(cls, path, tile=None, overlap=DEFAULT_OVERLAP, blend="center"):
         """Load from a run directory, a `.keras` file or a SavedModel directory.
 
-        `tile` and `overlap` set the default tiling of `predict_probs` (None: whole images).
+        `tile`, `overlap` and `blend` set the default tiling of `predict_probs` (None: whole images).
         Raises DataError when `path` does not exist, ModelError when it is not a usable model.
         """
         path = Path(path)
@@ -182,7 +210,7 @@ class Predictor:
             predictor = cls._load_keras(path, run_dir)
         else:
             raise ModelError(f"{path}: expected a run directory, a .keras file or a SavedModel directory")
-        predictor.tile, predictor.overlap = tile, overlap
+        predictor.tile, predictor.overlap, predictor.blend = tile, overlap, blend
         return predictor
 
     @classmethod
@@ -259,26 +287,36 @@ class Predictor:
             return self._predict_raw(image)
         return self._predict_normalized(self.normalize(image))
 
-    def _tiled(self, image, tile, overlap):
-        """Probabilities of one checked image from overlapping tiles (centre of each tile kept)."""
+    def _tiled(self, image, tile, overlap, blend="center"):
+        """Probabilities of one checked image from overlapping tiles joined as `blend` says."""
         if tile % self.stride:
             raise ConfigError(f"tile size {tile} must be a multiple of the model's stride {self.stride}")
         if not 0 <= overlap < tile:
             raise ConfigError(f"tile overlap must be in [0, {tile}), not {overlap}")
+        if blend not in BLEND_MODES:
+            raise ConfigError(f"tile blend must be one of {', '.join(BLEND_MODES)}, not {blend!r}")
         x = self.normalize(image)  # the whole image: minmax percentiles must not change per tile
         padded, _ = pad_to_multiple(x, self.stride)
         rows = tile_spans(padded.shape[0], tile, overlap, self.stride)
         cols = tile_spans(padded.shape[1], tile, overlap, self.stride)
-        out = None
-        for r0, r1, keep_r0, keep_r1 in rows:
-            for c0, c1, keep_c0, keep_c1 in cols:
+        out = weight = None
+        for i, (r0, r1, keep_r0, keep_r1) in enumerate(rows):
+            for j, (c0, c1, keep_c0, keep_c1) in enumerate(cols):
                 probs = self._predict_normalized(np.ascontiguousarray(padded[r0:r1, c0:c1]))
                 if out is None:
-                    out = np.empty(padded.shape[:2] + probs.shape[2:], np.float32)
-                out[keep_r0:keep_r1, keep_c0:keep_c1] = probs[keep_r0 - r0:keep_r1 - r0, keep_c0 - c0:keep_c1 - c0]
+                    out = np.zeros(padded.shape[:2] + probs.shape[2:], np.float32)
+                    weight = np.zeros(padded.shape[:2] + (1,) * (probs.ndim - 2), np.float32)
+                if blend == "center":
+                    out[keep_r0:keep_r1, keep_c0:keep_c1] = probs[keep_r0 - r0:keep_r1 - r0, keep_c0 - c0:keep_c1 - c0]
+                else:
+                    window = np.outer(tile_window(rows, i), tile_window(cols, j)).reshape(weight[r0:r1, c0:c1].shape)
+                    out[r0:r1, c0:c1] += probs * window
+                    weight[r0:r1, c0:c1] += window
+        if blend != "center":
+            out /= weight
         return crop_to(out, image.shape[:2])
 
-    def predict_probs(self, image, tta=False, tile=None, overlap=None):
+    def predict_probs(self, image, tta=False, tile=None, overlap=None, blend=None):
         """Probability maps `H x W x K` (float32) for one raw image.
 
         Args:
@@ -287,6 +325,7 @@ class Predictor:
             tile: predict in tiles of this size (a multiple of the stride) when the image is
                 larger in either dimension; default the predictor's `tile` (None: whole image).
             overlap: least overlap of neighbouring tiles (default the predictor's, 64).
+            blend: "center" or "linear" (default the predictor's, "center"); see the module notes.
 
         Raises:
             DataError: unsupported dtype or shape.
@@ -296,8 +335,9 @@ class Predictor:
             image = image[..., :3]
         tile = self.tile if tile is None else tile
         overlap = self.overlap if overlap is None else overlap
+        blend = self.blend if blend is None else blend
         if tile is not None and max(image.shape[:2]) > tile:
-            predict = lambda view: self._tiled(view, int(tile), int(overlap))  # noqa: E731
+            predict = lambda view: self._tiled(view, int(tile), int(overlap), blend)  # noqa: E731
         else:
             predict = self._whole
         if not tta:
@@ -313,7 +353,7 @@ class Predictor:
                 total = out if total is None else total + out
         return (total / 8).astype(np.float32)
 
-    def predict_instances(self, image, mode=None, postprocess=None, tta=False, tile=None, overlap=None):
+    def predict_instances(self, image, mode=None, postprocess=None, tta=False, tile=None, overlap=None, blend=None):
         """(label_map, instances) of one raw image with the model's tuned post-processing unless overridden.
 
         `postprocess` (dict) overrides single settings; `mode` the post-processing mode.
@@ -324,5 +364,5 @@ class Predictor:
         settings.update(postprocess or {})
         mode = mode or settings.pop("mode", None) or ("watershed" if "border" in self.channels else "components")
         settings.pop("mode", None)
-        probs = self.predict_probs(image, tta=tta, tile=tile, overlap=overlap)
+        probs = self.predict_probs(image, tta=tta, tile=tile, overlap=overlap, blend=blend)
         return to_instances(probs, self.channels, mode=mode, config=PostprocessConfig.from_dict(settings))

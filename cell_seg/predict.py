@@ -29,7 +29,7 @@ DEFAULT_OUT = {"sartorius": "submission.csv", "hubmap": "submission.csv", "coco"
 
 
 def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta=False, skip_bad=False, overlays=False,
-                   tile=None, overlap=None):
+                   tile=None, overlap=None, blend=None):
     """Predict every image of `images` (id -> path, predicted in that order) and write `out` in format `fmt`.
 
     Returns (n_images, n_instances, skipped list of (key, reason)).
@@ -50,7 +50,7 @@ def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta
             skipped.append((key, error.message))
             continue
         label_map, instances = predictor.predict_instances(image, mode=mode, postprocess=postprocess, tta=tta,
-                                                           tile=tile, overlap=overlap)
+                                                           tile=tile, overlap=overlap, blend=blend)
         scores = [inst["score"] for inst in instances]
         n_instances += len(instances)
         if fmt == "sartorius":
@@ -113,6 +113,9 @@ def main(argv=None):
     parser.add_argument("--tile", type=int, help="predict images larger than this in overlapping tiles of this size "
                         "(a multiple of the model's stride, e.g. 512); default: whole images")
     parser.add_argument("--overlap", type=int, default=64, help="least overlap of neighbouring tiles (default 64)")
+    parser.add_argument("--blend", choices=("center", "linear"), default="center",
+                        help="join tiles by keeping each tile's centre (default) or by a linear-weighted "
+                        "average over the overlaps")
     parser.add_argument("--no-overlays", action="store_true", help="with --format labels: no outline overlays")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (reported) instead of stopping")
     args = parser.parse_args(argv)
@@ -131,6 +134,7 @@ def main(argv=None):
     n_images, n_instances, skipped = predict_folder(
         predictor, images, out, args.format, mode=args.mode, postprocess=postprocess, tta=args.tta,
         skip_bad=args.skip_bad, overlays=not args.no_overlays, tile=args.tile, overlap=args.overlap,
+        blend=args.blend,
     )
     for key, reason in skipped:
         print(f"skipped {key}: {reason}", file=sys.stderr)

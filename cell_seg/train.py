@@ -220,7 +220,11 @@ def train_time_callback(path, planned_epochs):
 
 
 def time_budget_callback(minutes):
-    """A callback that stops training once `minutes` of wall time have passed (budgeted benchmarks)."""
+    """A callback that stops training at the first step after `minutes` of wall time (budgeted benchmarks).
+
+    Keras ends the epoch at that step, so the last epoch may be partial; its checkpoints and
+    history are written as for a full one.
+    """
     import keras
 
     class TimeBudget(keras.callbacks.Callback):
@@ -229,7 +233,8 @@ def time_budget_callback(minutes):
 
         def on_train_batch_end(self, batch, logs=None):
             if time.time() > self.deadline and not self.model.stop_training:
-                print(f"time budget of {minutes} min reached: stopping after this epoch", file=sys.stderr)
+                print(f"time budget of {minutes} min reached: training stops after this step "
+                      "(the epoch is cut short)", file=sys.stderr)
                 self.model.stop_training = True
 
     return TimeBudget()

@@ -269,6 +269,50 @@ def test_tiled_prediction_equals_whole_image_prediction(exported, saved_predicto
         predictor.predict_probs(image, tile=100)
 
 
+def test_linear_tile_windows_ramp_over_the_overlaps_only():
+    from cell_seg.inference import tile_spans, tile_window
+
+    for length, tile, overlap in ((544, 128, 64), (704, 256, 64), (160, 128, 64), (96, 128, 64)):
+        spans = tile_spans(length, tile, overlap, stride=32)
+        total = np.zeros(length, np.float32)
+        alone = np.zeros(length, int)
+        for index, (start, stop, _, _) in enumerate(spans):
+            window = tile_window(spans, index)
+            assert window.shape == (stop - start,) and (window > 0).all() and (window <= 1).all()
+            total[start:stop] += window
+            alone[start:stop] += 1
+        assert (total > 0.99).all()  # crossing ramps: no pixel is weighted by ~0 alone
+        assert (total[alone == 1] == 1).all()  # image borders and single-tile pixels keep weight 1
+    first, second = tile_window(spans := tile_spans(256, 128, 64, stride=32), 0), tile_window(spans, 1)
+    assert first[0] == 1 and first[-1] < 0.01 and second[0] < 0.01  # ramps fall towards inner edges
+
+
+def test_linear_blend_normalises_the_weights():
+    """A per-pixel model gives the same output in any tiling: checks that the weights are divided out."""
+    from cell_seg.inference import Predictor
+
+    metadata = {"channels": ["foreground", "border"], "normalization": {"mode": "scale"}, "in_channels": 3,
+                "stride": 32}
+    pointwise = lambda x: np.concatenate([x[..., :1] ** 2, 1 - x[..., 1:2]], axis=-1).astype(np.float32)  # noqa: E731
+    predictor = Predictor(metadata, pointwise)
+    image = random_image((333, 517, 3), np.uint8, seed=5)
+    whole = predictor.predict_probs(image)
+    for blend in ("center", "linear"):
+        tiled = predictor.predict_probs(image, tile=128, overlap=64, blend=blend)
+        np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="blend"):
+        predictor.predict_probs(image, tile=128, blend="gaussian")
+
+
+def test_linear_blend_stays_close_to_whole_image_prediction(saved_predictor):
+    image = random_image((333, 517, 3), np.uint8, seed=4)
+    whole = saved_predictor.predict_probs(image)
+    linear = saved_predictor.predict_probs(image, tile=128, overlap=64, blend="linear")
+    cut = saved_predictor.predict_probs(image, tile=128, overlap=0)
+    assert np.abs(linear - whole).mean() < np.abs(cut - whole).mean()
+    assert np.abs(linear - whole).max() < 0.05
+
+
 def test_tta_commutes_with_flips_and_matches_keras(saved_predictor, run_predictor):
     image = random_image((75, 102), np.uint8, seed=6)
     saved, keras = saved_predictor, run_predictor

@@ -265,6 +265,11 @@ def test_predict_tiles_large_images(trained_run, synthetic, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((tmp_path / "tiled").glob("*.png"))) == 6
     assert read_image(next((tmp_path / "tiled").glob("*.png"))).shape == (96, 112)
+    result = cli("cell_seg.predict", "--model", out, "--images", images, "--out", tmp_path / "blended",
+                 "--tile", 64, "--overlap", 32, "--blend", "linear", "--no-overlays")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "blended").glob("*.png")) == \
+        sorted(p.name for p in (tmp_path / "tiled").glob("*.png"))
     result = cli("cell_seg.predict", "--model", out, "--images", images, "--tile", 50)
     assert result.returncode == 2 and "stride" in result.stderr and "Traceback" not in result.stderr
 
