@@ -4,7 +4,6 @@ The notebook reads its paths from environment variables (with Kaggle defaults) i
 cell; the kernel inherits them from this process.
 """
 
-import os
 import shutil
 from pathlib import Path
 
