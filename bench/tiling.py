@@ -58,18 +58,16 @@ def main(argv=None):
     config = load_config(ROOT / "configs" / "dsb2018_unet.yaml", [f"data.coco={coco}", f"data.images={images}"])
     _, val_coco, images = resolve_data(config)
     dataset = CocoDataset(val_coco, images)
-    large = [i for i in dataset.image_ids if max(dataset.load_image(i).shape[:2]) > args.tile][: args.limit]
+    large = [i for i in dataset.image_ids if max(dataset.image_shape(i)) > args.tile][: args.limit]
     predictor = Predictor.load(args.model)
     settings = dict(predictor.postprocess)
     mode = settings.pop("mode", "watershed")
 
     records = {"whole": [], **{blend: [] for blend in BLENDS}}
     seconds = dict.fromkeys(records, 0.0)
-    shapes = []
     for number, image_id in enumerate(large, 1):
         image = dataset.load_image(image_id)
         truth, _ = dataset.load_labels(image_id)
-        shapes.append(image.shape[:2])
         for way in records:
             started = time.perf_counter()
             if way == "whole":
@@ -82,7 +80,8 @@ def main(argv=None):
     print(file=sys.stderr)
 
     whole_map = score_predictions(records["whole"], predictor.channels, mode, settings)
-    print(f"{len(large)} DSB2018 validation images larger than {args.tile} px (shapes {sorted(set(shapes))}), "
+    shapes = sorted({dataset.image_shape(i) for i in large})
+    print(f"{len(large)} DSB2018 validation images larger than {args.tile} px (shapes {shapes}), "
           f"model {Path(args.model).name}, {mode} post-processing, tile {args.tile}, overlap {args.overlap}")
     print(f"{'join':<8} {'mean |dp|':>10} {'max |dp|':>9} {'mAP':>7} {'vs whole':>9} {'seconds':>8}")
     print(f"{'whole':<8} {0:>10.4f} {0:>9.3f} {whole_map:>7.3f} {0:>+9.3f} {seconds['whole']:>8.1f}   (baseline)")

@@ -123,18 +123,25 @@ def tile_spans(length, tile, overlap, stride=1):
     return spans
 
 
-def tile_window(spans, index):
-    """1-D blending weights of tile `index` of `spans` (from `tile_spans`) for `blend="linear"`.
+def tile_window(spans, index, blend="linear"):
+    """1-D weights of tile `index` of `spans` (from `tile_spans`) when tiles are joined by `blend`.
 
-    The weight is 1 where the tile is alone and ramps linearly down over its overlap with each
+    "center": 1 on the tile's kept part, 0 elsewhere (the kept parts cover the image once).
+    "linear": 1 where the tile is alone, ramping linearly down over its overlap with each
     neighbour, from 1 towards 0 at the tile's edge (never 0 itself); image borders are not inner
     edges and keep weight 1. Neighbouring ramps cross at 0.5, so weights of a pixel never sum to 0.
 
     Example:
         >>> tile_window([(0, 8, 0, 6), (4, 12, 6, 12)], 0).tolist()
         [1.0, 1.0, 1.0, 1.0, 0.875, 0.625, 0.375, 0.125]
+        >>> tile_window([(0, 8, 0, 6), (4, 12, 6, 12)], 1, "center").tolist()
+        [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
-    start, stop = spans[index][:2]
+    start, stop, keep_start, keep_stop = spans[index]
+    if blend == "center":
+        weights = np.zeros(stop - start, np.float32)
+        weights[keep_start - start:keep_stop - start] = 1
+        return weights
     weights = np.ones(stop - start, np.float32)
     if index > 0:
         ramp = spans[index - 1][1] - start  # overlap with the previous tile
@@ -299,21 +306,19 @@ class Predictor:
         padded, _ = pad_to_multiple(x, self.stride)
         rows = tile_spans(padded.shape[0], tile, overlap, self.stride)
         cols = tile_spans(padded.shape[1], tile, overlap, self.stride)
-        out = weight = None
-        for i, (r0, r1, keep_r0, keep_r1) in enumerate(rows):
-            for j, (c0, c1, keep_c0, keep_c1) in enumerate(cols):
+        # Each tile adds its probabilities times its window; dividing by the summed windows joins them
+        # ("center" windows are 0/1 and cover every pixel once, so that is an exact copy).
+        out, weight = None, np.zeros(padded.shape[:2], np.float32)
+        for i, (r0, r1, _, _) in enumerate(rows):
+            row_window = tile_window(rows, i, blend)
+            for j, (c0, c1, _, _) in enumerate(cols):
                 probs = self._predict_normalized(np.ascontiguousarray(padded[r0:r1, c0:c1]))
                 if out is None:
                     out = np.zeros(padded.shape[:2] + probs.shape[2:], np.float32)
-                    weight = np.zeros(padded.shape[:2] + (1,) * (probs.ndim - 2), np.float32)
-                if blend == "center":
-                    out[keep_r0:keep_r1, keep_c0:keep_c1] = probs[keep_r0 - r0:keep_r1 - r0, keep_c0 - c0:keep_c1 - c0]
-                else:
-                    window = np.outer(tile_window(rows, i), tile_window(cols, j)).reshape(weight[r0:r1, c0:c1].shape)
-                    out[r0:r1, c0:c1] += probs * window
-                    weight[r0:r1, c0:c1] += window
-        if blend != "center":
-            out /= weight
+                window = np.outer(row_window, tile_window(cols, j, blend))
+                out[r0:r1, c0:c1] += probs * window[..., None]
+                weight[r0:r1, c0:c1] += window
+        out /= weight[..., None]
         return crop_to(out, image.shape[:2])
 
     def predict_probs(self, image, tta=False, tile=None, overlap=None, blend=None):

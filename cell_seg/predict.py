@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from cell_seg.cli import run_main
 from cell_seg.errors import DataError
+from cell_seg.inference import BLEND_MODES, DEFAULT_OVERLAP
 
 FORMATS = ("sartorius", "hubmap", "coco", "labels")
 DEFAULT_OUT = {"sartorius": "submission.csv", "hubmap": "submission.csv", "coco": "predictions.json",
@@ -112,8 +113,9 @@ def main(argv=None):
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
     parser.add_argument("--tile", type=int, help="predict images larger than this in overlapping tiles of this size "
                         "(a multiple of the model's stride, e.g. 512); default: whole images")
-    parser.add_argument("--overlap", type=int, default=64, help="least overlap of neighbouring tiles (default 64)")
-    parser.add_argument("--blend", choices=("center", "linear"), default="center",
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                        help=f"least overlap of neighbouring tiles (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--blend", choices=BLEND_MODES, default=BLEND_MODES[0],
                         help="join tiles by keeping each tile's centre (default) or by a linear-weighted "
                         "average over the overlaps")
     parser.add_argument("--no-overlays", action="store_true", help="with --format labels: no outline overlays")
