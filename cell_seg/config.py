@@ -17,7 +17,7 @@ import yaml
 from cell_seg.errors import ConfigError
 
 MODEL_NAMES = ("unet", "fpn", "linknet", "fcn", "unet_plain")
-TARGET_CHANNELS = ("foreground", "border", "classes")
+TARGET_CHANNELS = ("foreground", "border", "distance", "classes")
 NORMALIZATIONS = ("scale", "minmax", "standard")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 SCHEDULES = ("plateau", "cosine", "constant")
@@ -35,8 +35,9 @@ class DataConfig:
     val_fraction: float = 0.2  # share of images for validation when splitting `coco`
     split_seed: int = 0  # seed of that split
     split_group: Optional[str] = None  # image field that must not straddle train/val (e.g. sample_id)
-    channels: list = field(default_factory=lambda: ["foreground", "border"])  # targets: foreground, border, classes
+    channels: list = field(default_factory=lambda: ["foreground", "border"])  # targets: foreground, border, distance, classes
     border_width: int = 0  # extra ring (px) inside each outline added to the border target
+    scale: float = 1.0  # resize images (labels: nearest) by this before the network; outputs come back at the original size
     crop_size: Optional[int] = 256  # random training crops; null = whole images padded
     batch_size: int = 4
     val_batch_size: int = 1
@@ -233,6 +234,8 @@ def _validate(config):
             raise ConfigError(f"config key 'data.channels' has unknown channel {channel!r}; use {', '.join(TARGET_CHANNELS)}")
     if "foreground" not in config.data.channels:
         raise ConfigError("config key 'data.channels' must include 'foreground'")
+    if not 0.1 <= config.data.scale <= 8:
+        raise ConfigError(f"config key 'data.scale' must be between 0.1 and 8, not {config.data.scale!r}")
     if config.data.crop_size is not None and config.data.crop_size < 32:
         raise ConfigError("config key 'data.crop_size' must be at least 32 (or null for whole images)")
     for key in ("data.batch_size", "data.val_batch_size", "train.epochs", "data.workers"):

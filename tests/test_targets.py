@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cell_seg.data.synthetic import make_synthetic
-from cell_seg.data.targets import build_targets, channel_names, contact_pixels, outline_ring
+from cell_seg.data.targets import build_targets, channel_names, contact_pixels, distance_map, outline_ring
 from cell_seg.errors import ConfigError
 
 
@@ -101,3 +101,60 @@ def test_bad_channel_names():
         channel_names(["border", "border"], [])
     with pytest.raises(ConfigError):
         build_targets(np.ones((2, 2), np.int32), None, ["classes"], 1)
+
+
+def _naive_distance(labels):
+    """Per-instance reference: Euclidean distance to the nearest pixel of another instance's
+    contact or the background (per instance, full image), over the instance's maximum."""
+    height, width = labels.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    outside = (labels == 0) | contact_pixels(labels)
+    out = np.zeros(labels.shape, np.float64)
+    for k in np.unique(labels[labels > 0]):
+        mask = labels == k
+        free = outside | ~mask
+        fr, fc = rows[free], cols[free]
+        d = np.zeros(labels.shape)
+        for r, c in zip(*np.nonzero(mask & ~outside)):
+            d[r, c] = np.sqrt(((fr - r) ** 2 + (fc - c) ** 2).min())
+        if d.max() > 0:
+            out[mask] = d[mask] / d.max()
+    return out
+
+
+def test_distance_target_on_touching_squares():
+    labels = _touching_squares()  # two 4 x 4 squares side by side, rows 2..5
+    targets = build_targets(labels, None, ["foreground", "distance"], 0)
+    distance = targets[..., 1]
+    assert targets.shape == (8, 10, 2) and distance.dtype == np.float32
+    assert distance.min() == 0 and distance.max() == 1
+    assert not distance[labels == 0].any()
+    # The contact columns (4 and 5) are 0: a two-pixel valley between the squares.
+    assert not distance[:, 4:6].any()
+    # Square 1 (columns 1..4): its outline is at 1 px, its two inner pixels (rows 3-4, col 2-3
+    # minus the one next to the contact) at 2 px; normalised by 2.
+    np.testing.assert_allclose(distance[2:6, 1:4], [[0.5, 0.5, 0.5], [0.5, 1, 0.5], [0.5, 1, 0.5], [0.5, 0.5, 0.5]])
+    # Mirror image for square 2.
+    np.testing.assert_allclose(distance[2:6, 6:9], distance[2:6, 1:4][:, ::-1])
+
+
+def test_distance_target_is_per_instance_normalised_and_matches_reference():
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:5, 2:5] = 1  # small: max distance 2
+    labels[6:19, 8:29] = 2  # large: max distance 7
+    distance = distance_map(labels)
+    assert distance[labels == 1].max() == 1 and distance[labels == 2].max() == 1
+    assert distance[3, 3] == 1 and distance[12, 18] == 1
+    for _, _, synthetic, _ in make_synthetic(2, shape=(40, 56), seed=3, cells=(8, 15)):
+        np.testing.assert_allclose(distance_map(synthetic), _naive_distance(synthetic), atol=0.03)
+
+
+def test_distance_target_empty_and_single_pixel_instances():
+    assert not distance_map(np.zeros((4, 5), np.int32)).any()
+    labels = np.zeros((4, 5), np.int32)
+    labels[1, 1] = 1
+    labels[1, 2] = 2  # two one-pixel cells touching: every pixel is a contact, no division by 0
+    labels[3, 4] = 3
+    distance = distance_map(labels)
+    assert np.isfinite(distance).all()
+    assert distance[1, 1] == 0 and distance[1, 2] == 0 and distance[3, 4] == 1

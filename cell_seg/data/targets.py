@@ -12,6 +12,12 @@ Channel names (the `channels` list):
   another label, background included, where "within" uses the disc-shaped structuring element
   `cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2w + 1, 2w + 1))` (a cross for w = 1).
   Pixels beyond the image edge count as nothing: the edge of the image is not an outline.
+- "distance": a soft target in [0, 1]: on every instance pixel, the Euclidean distance to the
+  nearest pixel outside the instance, divided by the largest such distance in that instance (1 at
+  the instance's innermost pixel(s)). Pixels that touch another instance (those of `contact_pixels`)
+  count as outside, so the map is 0 on both sides of every contact: a valley between touching
+  cells wider than a one-pixel border, and it grows with the cell, so non-convex cells keep a
+  core of their own. Background is 0. As for "border", the image edge is not an outline.
 - "classes": expands to one foreground channel per category, named "class_<category name>",
   in category order.
 """
@@ -21,7 +27,9 @@ import numpy as np
 
 from cell_seg.errors import ConfigError
 
-TARGET_CHANNELS = ("foreground", "border", "classes")
+TARGET_CHANNELS = ("foreground", "border", "distance", "classes")
+# Channels whose targets are soft values in [0, 1] rather than 0/1 (regression targets).
+SOFT_CHANNELS = ("distance",)
 
 # Labels are compared as float32 (OpenCV morphology has no int32 path): exact below 2**24.
 _MAX_EXACT_LABEL = 2**24
@@ -100,6 +108,38 @@ def border_map(label_map, border_width=0):
     return border
 
 
+def distance_map(label_map):
+    """The "distance" target: per-instance distance to the outline over its maximum (see the module docstring).
+
+    One `cv2.distanceTransform` over the whole map and one `np.maximum.at` over the instance pixels.
+
+    Example:
+        >>> square = np.pad(np.ones((5, 5), np.int32), 1)
+        >>> (distance_map(square)[1:-1, 1:-1] * 3).round(2)
+        array([[1., 1., 1., 1., 1.],
+               [1., 2., 2., 2., 1.],
+               [1., 2., 3., 2., 1.],
+               [1., 2., 2., 2., 1.],
+               [1., 1., 1., 1., 1.]], dtype=float32)
+    """
+    label_map = np.asarray(label_map)
+    inside = (label_map > 0) & ~contact_pixels(label_map)
+    # distanceTransform measures to the nearest zero pixel; beyond the image edge counts as far.
+    distance = cv2.distanceTransform(inside.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    flat = label_map.ravel()
+    pixels = np.flatnonzero(flat > 0)
+    if pixels.size == 0:
+        return np.zeros(label_map.shape, np.float32)
+    pixel_labels = flat[pixels].astype(np.intp)
+    values = distance.ravel()[pixels]
+    highest = np.zeros(int(pixel_labels.max()) + 1, np.float32)
+    np.maximum.at(highest, pixel_labels, values)
+    scale = np.divide(1.0, highest, out=np.zeros_like(highest), where=highest > 0)
+    out = np.zeros(label_map.size, np.float32)
+    out[pixels] = values * scale[pixel_labels]
+    return out.reshape(label_map.shape)
+
+
 def build_targets(label_map, instance_classes, channels, n_classes, border_width=0):
     """Stack the requested target channels for one label map.
 
@@ -112,7 +152,8 @@ def build_targets(label_map, instance_classes, channels, n_classes, border_width
         border_width: ring width for "border" (0: contacts between instances only).
 
     Returns:
-        float32 `H x W x C`, values 0 or 1, channels in the order of `channel_names`.
+        float32 `H x W x C`, values 0 or 1 ("distance": in [0, 1]), channels in the order of
+        `channel_names`.
 
     Example:
         >>> label_map = np.array([[1, 1, 2, 2], [0, 0, 0, 0]], np.int32)
@@ -135,6 +176,9 @@ def build_targets(label_map, instance_classes, channels, n_classes, border_width
             position += 1
         elif name == "border":
             out[..., position] = border_map(label_map, border_width)
+            position += 1
+        elif name == "distance":
+            out[..., position] = distance_map(label_map)
             position += 1
         else:
             if instance_classes is None:
