@@ -40,6 +40,10 @@ def build_parser():
     )
     output.add_argument("--indent", type=int, default=None, help="indent the JSON (default: compact)")
     output.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
+    output.add_argument(
+        "--allow-empty", action="store_true",
+        help="write the file even when the input holds no image (a warning instead of an error)",
+    )
 
     kaggle = commands.add_parser(
         "kaggle", parents=[common], help="Sartorius train.csv (id, annotation, width, height, cell_type)",
@@ -107,13 +111,14 @@ def main(argv=None):
     import cv2
 
     from cell_seg.data import convert
-    from cell_seg.data.coco import coco_stats
+    from cell_seg.data.coco import coco_stats, validate_coco
+    from cell_seg.errors import DataError
     from cell_seg.io import read_json, write_json_atomic
 
     # Unreadable files are reported as one DataError line; OpenCV's own log lines would repeat it.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     if args.command == "stats":
-        print(coco_stats(read_json(args.coco)).summary(args.coco))
+        print(coco_stats(validate_coco(read_json(args.coco), args.coco)).summary(args.coco))
         return 0
     progress = False if args.quiet else None  # None: a bar only when stderr is a terminal
     if args.command == "kaggle":
@@ -135,6 +140,12 @@ def main(argv=None):
             height_col=args.height_col, width_col=args.width_col, class_col=args.class_col, category=args.category,
             extra_cols=[c for c in args.keep_cols.split(",") if c], skip_bad=args.skip_bad, progress=progress,
         )
+    if not coco["images"]:
+        source = {"kaggle": "csv", "masks": "root", "labels": "images", "polygons": "jsonl"}.get(args.command, "csv")
+        message = "no image to convert (no records, or every one skipped)"
+        if not args.allow_empty:
+            raise DataError(f"{message}; --allow-empty writes an empty COCO file anyway", file=getattr(args, source))
+        print(f"warning: {getattr(args, source)}: {message}", file=sys.stderr)
     write_json_atomic(coco, args.out, indent=args.indent)
     print(stats.summary(f"wrote {args.out}"))
     for message in stats.skipped[:MAX_LISTED_SKIPS]:

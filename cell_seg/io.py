@@ -28,18 +28,74 @@ def atomic_path(path):
         ...     Path(tmp).write_text("{}")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        yield tmp
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            yield tmp
+        except OSError as error:
+            if error.filename not in (None, tmp):
+                raise  # about another file the block touched: its own name is the right one
+            raise _naming(error, path) from None
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should read like any file
         os.replace(tmp, path)
+    except OSError as error:
+        # Users gave `path`: name it, not the hidden temporary file (or the folder) the failure was about.
+        if error.filename in (None, tmp, str(path.parent), path.parent):
+            raise _naming(error, path) from None
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _naming(error, path):
+    """The same kind of OSError as `error`, naming `path` (e.g. 'out.json: No space left on device')."""
+    renamed = type(error)(error.errno, error.strerror or str(error), str(path))
+    return renamed
+
+
+@contextlib.contextmanager
+def atomic_folder(folder):
+    """Yield a hidden staging folder beside `folder`; move its files into `folder` only if the block succeeds.
+
+    For outputs of many files (label images, train/val pairs, folds): an error or Ctrl-C inside
+    the block leaves nothing new in `folder`. Files already in `folder` with other names stay;
+    files of the same name are replaced.
+
+    Example:
+        >>> with atomic_folder("predictions") as staging:          # doctest: +SKIP
+        ...     write_image(label_map, staging / "a.png")
+    """
+    import shutil
+
+    folder = Path(folder)
+    staging = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(20, "exists and is not a folder", str(folder))
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        yield staging
+        folder.mkdir(exist_ok=True)
+        for item in sorted(staging.rglob("*")):
+            target = folder / item.relative_to(staging)
+            if item.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                os.replace(item, target)
+    except OSError as error:
+        if error.filename is None or (staging is not None and str(staging) in str(error.filename)) \
+                or str(error.filename) == str(folder.parent):
+            raise _naming(error, folder) from None
+        raise
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json_atomic(obj, path, indent=None):
@@ -64,7 +120,7 @@ def read_json(path):
         with open(path) as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise DataError(f"not valid JSON ({error.msg} at line {error.lineno})", file=path) from None
+        raise DataError(f"not valid JSON ({error.msg}: line {error.lineno}, column {error.colno})", file=path) from None
 
 
 def read_image(path):

@@ -14,7 +14,6 @@ this module imports none of segmentation-models, albumentations or pycocotools.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -33,15 +32,28 @@ def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta
                    tile=None, overlap=None, blend=None):
     """Predict every image of `images` (id -> path, predicted in that order) and write `out` in format `fmt`.
 
+    Nothing is written to `out` unless every image succeeds (or is skipped with `skip_bad`): label
+    images go to a hidden staging folder beside `out` and are moved in at the end; the CSV and
+    JSON formats are written atomically.
+
     Returns (n_images, n_instances, skipped list of (key, reason)).
     """
+    from cell_seg.io import atomic_folder
+
+    if fmt != "labels":
+        return _predict_images(predictor, images, Path(out), fmt, mode, postprocess, tta, skip_bad, overlays,
+                               tile, overlap, blend)
+    with atomic_folder(out) as staging:
+        return _predict_images(predictor, images, staging, fmt, mode, postprocess, tta, skip_bad, overlays,
+                               tile, overlap, blend)
+
+
+def _predict_images(predictor, images, out, fmt, mode, postprocess, tta, skip_bad, overlays, tile, overlap, blend):
+    """`predict_folder`'s loop; label images are written into the folder `out`."""
     from cell_seg import submission
     from cell_seg.io import read_image
 
     rows, results, skipped, n_instances = [], [], [], 0
-    out = Path(out)
-    if fmt == "labels":
-        out.mkdir(parents=True, exist_ok=True)
     for number, (key, path) in enumerate(tqdm(list(images.items()), desc="predicting", unit="img", file=sys.stderr), 1):
         try:
             image = read_image(path)
@@ -95,6 +107,26 @@ def select_ids(images, ids_csv, folder):
     return selected
 
 
+def check_tiling(tile, overlap, stride):
+    """Raise ConfigError naming --tile/--overlap when they cannot tile with the model's stride (before any work).
+
+    Example:
+        >>> check_tiling(500, 64, 32)
+        Traceback (most recent call last):
+        cell_seg.errors.ConfigError: --tile 500 must be a multiple of the model's stride 32 (e.g. 512)
+    """
+    from cell_seg.errors import ConfigError
+
+    if tile < stride or tile % stride:
+        suggestion = max(stride, round(tile / stride) * stride)
+        raise ConfigError(f"--tile {tile} must be a multiple of the model's stride {stride} (e.g. {suggestion})")
+    if not 0 <= overlap < tile:
+        raise ConfigError(f"--overlap must be in [0, {tile}) for --tile {tile}, not {overlap}")
+    if (tile - overlap) // stride * stride < stride:
+        raise ConfigError(f"--tile {tile} with --overlap {overlap} leaves no step of the model's stride {stride}; "
+                          "use a larger tile or a smaller overlap")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m cell_seg.predict",
@@ -123,7 +155,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from cell_seg.inference import Predictor
-    from cell_seg.io import list_images
+    from cell_seg.io import list_images, read_json
 
     images = list_images(args.images)
     if not images:
@@ -131,8 +163,12 @@ def main(argv=None):
     if args.ids:
         images = select_ids(images, args.ids, args.images)
     out = args.out or DEFAULT_OUT[args.format]
-    postprocess = json.loads(Path(args.postprocess).read_text()) if args.postprocess else None
+    postprocess = read_json(args.postprocess) if args.postprocess else None
+    if postprocess is not None and not isinstance(postprocess, dict):
+        raise DataError("post-processing settings must be a JSON object", file=args.postprocess)
     predictor = Predictor.load(args.model)
+    if args.tile is not None:
+        check_tiling(args.tile, args.overlap, predictor.stride)
     n_images, n_instances, skipped = predict_folder(
         predictor, images, out, args.format, mode=args.mode, postprocess=postprocess, tta=args.tta,
         skip_bad=args.skip_bad, overlays=not args.no_overlays, tile=args.tile, overlap=args.overlap,

@@ -51,17 +51,30 @@ def main(argv=None):
         parser.error("--folds must be at least 2")
     from pathlib import Path
 
-    from cell_seg.data.split import kfold_coco, split_coco
-    from cell_seg.errors import DataError
-    from cell_seg.io import read_json, write_json_atomic
+    import sys
 
-    coco = read_json(args.coco)
-    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or "annotations" not in coco:
-        raise DataError("not a COCO JSON (needs images and annotations)", file=args.coco)
+    from cell_seg.data.coco import validate_coco
+    from cell_seg.data.split import images_with_field, kfold_coco, split_coco
+    from cell_seg.errors import DataError
+    from cell_seg.io import atomic_folder, read_json, write_json_atomic
+
+    coco = validate_coco(read_json(args.coco), args.coco)
+    if not coco["images"]:
+        raise DataError("no images to split", file=args.coco, field="images")
     stratify = None if args.stratify.lower() == "none" else args.stratify
     if stratify == "image_class" and not any("image_class" in image for image in coco["images"]):
         stratify = None  # COCO files from other tools: fall back to a plain random split
         print("no image has image_class: splitting without stratification")
+    for option, key in (("--stratify", stratify), ("--group", args.group)):
+        if key is None:
+            continue
+        having = images_with_field(coco, key)
+        if having == 0:
+            raise DataError(f"no image has this field (change or drop {option})", file=args.coco, field=key)
+        if having < len(coco["images"]):
+            print(f"warning: {args.coco}: only {having} of {len(coco['images'])} images have field {key!r} "
+                  f"({option}); the others are treated as {'one stratum' if option == '--stratify' else 'groups of one'}",
+                  file=sys.stderr)
     out = Path(args.out)
     try:
         if args.folds is None:
@@ -71,9 +84,11 @@ def main(argv=None):
             pairs = [(f"fold{k}_", pair) for k, pair in enumerate(folds)]
     except DataError as error:
         raise error.located(file=args.coco) from None
+    with atomic_folder(out) as staging:  # all files or none: a failure leaves no half-written split
+        for prefix, (train, val) in pairs:
+            write_json_atomic(train, staging / f"{prefix}train.json")
+            write_json_atomic(val, staging / f"{prefix}val.json")
     for prefix, (train, val) in pairs:
-        write_json_atomic(train, out / f"{prefix}train.json")
-        write_json_atomic(val, out / f"{prefix}val.json")
         print(_describe(f"wrote {out / (prefix + 'train.json')}", train, stratify))
         print(_describe(f"wrote {out / (prefix + 'val.json')}", val, stratify))
     return 0

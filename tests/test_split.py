@@ -27,7 +27,8 @@ def make_coco(with_groups=True):
             image["sample_id"] = f"{image_class}-plate{(i - 1) // 3}"
         images.append(image)
         for _ in range(2):
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1})
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1,
+                                "segmentation": {"size": [8, 8], "counts": "01700000000000000"}})
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cell"}], "info": {"x": 1}}
 
 
@@ -150,7 +151,7 @@ def test_cli_split_plain_coco_and_errors(tmp_path, capsys):
         capture_output=True, text=True, cwd=REPO_ROOT, env=env,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"error: {source}, field plate: no image has this field"
+    assert result.stderr.strip() == f"error: {source}, field plate: no image has this field (change or drop --group)"
     assert not (tmp_path / "q").exists()
     with pytest.raises(SystemExit) as caught:
         split_cli.main(["--coco", str(source), "--out", str(tmp_path / "r"), "--val", "1.5"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cell_seg.data import rle as rle_codec
+from cell_seg.errors import DataError
 
 
 @dataclass
@@ -196,6 +197,126 @@ class CocoBuilder:
         return coco, stats
 
 
+def _is_id(value):
+    """COCO ids: ints (or strings, which some tools write); never bool, float or null."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _segmentation_problem(segmentation):
+    """Why a segmentation is not compressed/uncompressed RLE or polygons, or None when it is one."""
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_count(s) for s in size):
+            return f"RLE 'size' must be [height, width], not {size!r}"[:200]
+        counts = segmentation.get("counts")
+        if isinstance(counts, (str, bytes)):
+            return None
+        if isinstance(counts, list) and all(_is_count(c) for c in counts):
+            return None
+        return "RLE 'counts' must be a string or a list of non-negative integers"
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not isinstance(polygon, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in polygon
+            ):
+                return "polygons must be lists of numbers"
+            if len(polygon) % 2 or len(polygon) < 6:
+                return f"a polygon needs an even number (at least 6) of coordinates, not {len(polygon)}"
+        return None
+    return f"must be an RLE object or a list of polygons, not {type(segmentation).__name__}"
+
+
+def validate_coco(coco, source):
+    """Check the structure of a COCO instance-segmentation dict; every reader runs this first.
+
+    Checks that `images`, `annotations` (and `categories`, when present) are lists of objects;
+    images have a unique id and a `file_name` (and positive integer `width`/`height` when given);
+    categories have unique ids; every annotation names a known `image_id` and `category_id` and
+    has a decodable-looking `segmentation` (RLE object or polygons). Sizes against the image and
+    the RLE contents are checked when a label map is built.
+
+    Args:
+        coco: the loaded JSON.
+        source: the file it came from, named in every error.
+
+    Returns:
+        `coco`, unchanged.
+
+    Raises:
+        DataError: naming `source`, the image index or annotation id, and the field.
+
+    Example:
+        >>> coco = {"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1}],
+        ...         "annotations": [{"id": 7, "image_id": 2, "category_id": 1, "segmentation": []}]}
+        >>> validate_coco(coco, "val.json")
+        Traceback (most recent call last):
+        cell_seg.errors.DataError: val.json, field image_id: annotation id 7 refers to unknown image id 2
+    """
+    source = str(source)
+    if not isinstance(coco, dict):
+        raise DataError(f"a COCO file must hold a JSON object, not {type(coco).__name__}", file=source)
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise DataError("missing or not a list", file=source, field=key)
+    categories = coco.get("categories")
+    if categories is None:
+        categories = []
+    if not isinstance(categories, list):
+        raise DataError("not a list", file=source, field="categories")
+
+    category_ids = set()
+    for position, category in enumerate(categories):
+        where = f"categories[{position}]"
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            raise DataError(f"{where} must be an object with an integer 'id'", file=source, field="categories")
+        if category["id"] in category_ids:
+            raise DataError(f"duplicate category id {category['id']!r}", file=source, field="categories")
+        category_ids.add(category["id"])
+
+    image_ids = set()
+    for position, image in enumerate(coco["images"]):
+        where = f"images[{position}]"
+        if not isinstance(image, dict):
+            raise DataError(f"{where} must be an object, not {type(image).__name__}", file=source, field="images")
+        if not _is_id(image.get("id")):
+            raise DataError(f"{where} has no integer 'id' (got {image.get('id')!r})"[:200], file=source, field="id")
+        if image["id"] in image_ids:
+            raise DataError(f"duplicate image id {image['id']!r}", file=source, field="images")
+        image_ids.add(image["id"])
+        name = image.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"image id {image['id']!r} has no file_name", file=source, field="file_name")
+        for key in ("height", "width"):
+            if key in image and image[key] is not None and not (_is_count(image[key]) and image[key] > 0):
+                raise DataError(f"image id {image['id']!r}: {key} must be a positive integer, not {image[key]!r}"[:200],
+                                file=source, field=key)
+
+    for position, annotation in enumerate(coco["annotations"]):
+        if not isinstance(annotation, dict):
+            raise DataError(f"annotations[{position}] must be an object, not {type(annotation).__name__}",
+                            file=source, field="annotations")
+        ann_id = annotation.get("id")
+        name = f"annotation id {ann_id!r}" if _is_id(ann_id) else f"annotations[{position}]"
+        if "image_id" not in annotation:
+            raise DataError(f"{name} has no image_id", file=source, field="image_id")
+        image_id = annotation["image_id"]
+        if not _is_id(image_id) or image_id not in image_ids:
+            raise DataError(f"{name} refers to unknown image id {image_id!r}"[:200], file=source, field="image_id")
+        category_id = annotation.get("category_id")
+        if not _is_id(category_id) or category_id not in category_ids:
+            raise DataError(f"{name} has unknown category id {category_id!r}"[:200], file=source, field="category_id")
+        if "segmentation" not in annotation:
+            raise DataError(f"{name} has no segmentation", file=source, field="segmentation")
+        problem = _segmentation_problem(annotation["segmentation"])
+        if problem:
+            raise DataError(f"{name}: segmentation {problem}", file=source, field="segmentation")
+    return coco
+
+
 def coco_stats(coco):
     """Summarise an existing COCO dict: images, instances per class, empty images, overlaps.
 
@@ -211,7 +332,8 @@ def coco_stats(coco):
     names = {category["id"]: category["name"] for category in coco.get("categories", [])}
     stats = ConversionStats(per_class={names[i]: 0 for i in sorted(names, key=lambda i: names[i])}, row_unit=None)
     by_image = {image["id"]: [] for image in coco["images"]}
-    sizes = {image["id"]: (image["height"], image["width"]) for image in coco["images"]}
+    sizes = {image["id"]: (image["height"], image["width"]) for image in coco["images"]
+             if image.get("height") and image.get("width")}
     for annotation in coco["annotations"]:
         by_image.setdefault(annotation["image_id"], []).append(annotation)
         name = names.get(annotation["category_id"], str(annotation["category_id"]))

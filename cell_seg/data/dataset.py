@@ -22,6 +22,7 @@ import numpy as np
 
 from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
+from cell_seg.data.coco import validate_coco
 from cell_seg.errors import DataError
 from cell_seg.io import read_image, read_json
 
@@ -33,6 +34,9 @@ class CocoDataset:
         coco: path of a COCO JSON file, or the already-loaded dict.
         images_dir: folder that image `file_name`s are relative to.
         cache_size: how many label maps to keep in an LRU cache (0: no cache).
+        source: the file a given dict was read from, named in errors (default "<COCO dict>").
+
+    The dict is checked by `cell_seg.data.coco.validate_coco` (as every reader of COCO files does).
 
     Example:
         >>> dataset = CocoDataset("train.json", "images")            # doctest: +SKIP
@@ -42,17 +46,13 @@ class CocoDataset:
         'cort'
     """
 
-    def __init__(self, coco, images_dir, cache_size=0):
+    def __init__(self, coco, images_dir, cache_size=0, source=None):
         if isinstance(coco, (str, Path)):
             self.source = str(coco)
             coco = read_json(coco)
         else:
-            self.source = "<COCO dict>"
-        if not isinstance(coco, dict):
-            raise DataError("COCO data must be a JSON object", file=self.source)
-        for field in ("images", "annotations"):
-            if not isinstance(coco.get(field), list):
-                raise DataError("missing or not a list", file=self.source, field=field)
+            self.source = str(source) if source is not None else "<COCO dict>"
+        validate_coco(coco, self.source)
         self.images_dir = Path(images_dir)
         self.cache_size = int(cache_size)
         self._cache = collections.OrderedDict()
@@ -67,37 +67,16 @@ class CocoDataset:
             "cache_hits": 0,
         }
 
-        categories = sorted(coco.get("categories") or [], key=lambda c: c["id"])
+        categories = sorted(coco.get("categories") or [], key=lambda c: (isinstance(c["id"], str), c["id"]))
         self.category_ids = [c["id"] for c in categories]
         self.category_names = [str(c.get("name", c["id"])) for c in categories]
         self._category_index = {cid: i for i, cid in enumerate(self.category_ids)}
 
-        self._images = {}
-        for position, info in enumerate(coco["images"]):
-            if "id" not in info or "file_name" not in info:
-                raise DataError("image record needs 'id' and 'file_name'", file=self.source, row=f"image {position}")
-            if info["id"] in self._images:
-                raise DataError(f"duplicate image id {info['id']!r}", file=self.source, field="images")
-            self._images[info["id"]] = info
+        # validate_coco checked ids, file names, references and segmentation types.
+        self._images = {info["id"]: info for info in coco["images"]}
         self.image_ids = list(self._images)
-
         self._annotations = {image_id: [] for image_id in self.image_ids}
         for ann in coco["annotations"]:
-            ann_id = ann.get("id")
-            if ann.get("image_id") not in self._annotations:
-                raise DataError(
-                    f"annotation id {ann_id} refers to unknown image id {ann.get('image_id')!r}",
-                    file=self.source,
-                    field="image_id",
-                )
-            if ann.get("category_id") not in self._category_index:
-                raise DataError(
-                    f"annotation id {ann_id} has unknown category id {ann.get('category_id')!r}",
-                    file=self.source,
-                    field="category_id",
-                )
-            if "segmentation" not in ann:
-                raise DataError(f"annotation id {ann_id} has no segmentation", file=self.source, field="segmentation")
             self._annotations[ann["image_id"]].append(ann)
 
     def __len__(self):

@@ -133,6 +133,16 @@ def kfold_coco(coco, k=5, seed=0, stratify="image_class", group=None):
     return result
 
 
+def images_with_field(coco, key):
+    """How many images have the per-image field `key` (set and not null).
+
+    Example:
+        >>> images_with_field({"images": [{"sample_id": "a"}, {"sample_id": None}, {}]}, "sample_id")
+        1
+    """
+    return sum(1 for image in coco["images"] if image.get(key) is not None)
+
+
 def class_counts(coco, key="image_class"):
     """Images per value of a per-image field, sorted by value.
 
