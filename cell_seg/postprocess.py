@@ -5,7 +5,7 @@ The network predicts per-pixel probabilities (`H x W x C`, channels named e.g.
 currency, an `int32` instance label map (0 = background, 1..N = instances), plus a side table of
 score, area, box and class per instance.
 
-Two modes:
+Three modes:
 
 - `components`: connected components of `foreground > fg_threshold`. Touching cells merge.
 - `watershed`: seeds are connected components of `(foreground > fg_threshold) & (border <
@@ -15,6 +15,15 @@ Two modes:
   foreground (`seed_erosion`). Foreground components holding no seed become instances of
   their own (`keep_unseeded=True`, the default) or are dropped; watershed lines go to the
   seed they touch, so the foreground is covered exactly (see `_watershed`).
+- `distance`: for models with a "distance" channel (per-instance distance to the outline over its
+  maximum, `cell_seg.data.targets`): seeds are connected components of `(foreground >
+  fg_threshold) & (distance > distance_threshold)`, the cores of the cells, which stay apart
+  where cells touch because the distance falls to 0 along every contact; they grow over the
+  foreground with the same watershed as above (`_watershed` with these seeds).
+
+In the watershed modes, seeds smaller than `min_seed_area` pixels are dropped before growing
+(their pixels go to a neighbouring seed, or form an instance of their own when nothing else
+reaches them and `keep_unseeded`).
 
 Then, in both modes: hole filling, minimum area, minimum score, optional dilation into the
 background, relabelling 1..N. Everything is computed for all instances at once (connected
@@ -43,11 +52,14 @@ import numpy as np
 from cell_seg.data import labels as labels_lib
 from cell_seg.errors import ConfigError, DataError
 
-MODES = ("components", "watershed", "auto")
+MODES = ("components", "watershed", "distance", "auto")
 CLASS_MODES = ("image", "instance")
 CLASS_PREFIX = "class_"
 # Parameters that `per_class` may override.
-PER_CLASS_KEYS = ("fg_threshold", "border_threshold", "seed_erosion", "min_area", "fill_holes", "dilation", "min_score")
+PER_CLASS_KEYS = (
+    "fg_threshold", "border_threshold", "distance_threshold", "seed_erosion", "min_seed_area", "min_area",
+    "fill_holes", "dilation", "min_score",
+)
 _CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 _RING = _CROSS + ((-1, -1), (-1, 1), (1, -1), (1, 1))
 _MAX_CORNER_PASSES = 64
@@ -60,10 +72,13 @@ class PostprocessConfig:
     """Post-processing parameters; stored as `postprocess.json` next to a model.
 
     Attributes:
-        mode: "components", "watershed", or "auto" (watershed when a `border` channel exists).
+        mode: "components", "watershed", "distance", or "auto" (distance when a `distance`
+            channel exists, else watershed when a `border` channel exists, else components).
         fg_threshold: a pixel is foreground when its foreground probability is > this.
         border_threshold: watershed seeds are foreground pixels with border probability < this.
+        distance_threshold: distance-mode seeds are foreground pixels with distance > this.
         seed_erosion: erode seeds by this many pixels (elliptic kernel) before growing them.
+        min_seed_area: drop seeds (connected components) smaller than this before growing them.
         min_area: instances with fewer pixels (after hole filling, before dilation) are removed.
         fill_holes: fill background regions enclosed by a single instance.
         dilation: grow instances by this many pixels into the background only (never overlapping).
@@ -89,7 +104,9 @@ class PostprocessConfig:
     mode: str = "auto"
     fg_threshold: float = 0.5
     border_threshold: float = 0.5
+    distance_threshold: float = 0.5
     seed_erosion: int = 0
+    min_seed_area: int = 0
     min_area: int = 10
     fill_holes: bool = True
     dilation: int = 0
@@ -156,12 +173,12 @@ class PostprocessConfig:
 
 
 def _check_values(values, where):
-    for key in ("fg_threshold", "border_threshold", "min_score"):
+    for key in ("fg_threshold", "border_threshold", "distance_threshold", "min_score"):
         if key in values:
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{where}.{key}: must be a number in [0, 1], not {value!r}")
-    for key in ("seed_erosion", "min_area", "dilation"):
+    for key in ("seed_erosion", "min_seed_area", "min_area", "dilation"):
         if key in values:
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -180,9 +197,10 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
     Args:
         probs: `H x W x C` float array in [0, 1] (an `H x W` array is one foreground channel).
         channels: names of the C channels; "foreground" is required, "border" is used by the
-            watershed, "class_<name>" channels give classes. Other channels are ignored.
-        mode: "components" or "watershed"; default `config.mode` ("auto": watershed when a
-            border channel exists).
+            watershed, "distance" by the distance mode, "class_<name>" channels give classes.
+            Other channels are ignored.
+        mode: "components", "watershed" or "distance"; default `config.mode` ("auto": distance
+            when a distance channel exists, else watershed when a border channel exists).
         config: a `PostprocessConfig` (default: the defaults).
         image_class: the image's class when known from outside (e.g. the cell type of a
             validation image, or a model without class channels): its `per_class` parameters
@@ -213,7 +231,9 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
     if mode not in MODES:
         raise ConfigError(f"postprocess.mode: {mode!r} is not one of {', '.join(MODES)}")
     if mode == "auto":
-        mode = "watershed" if "border" in channels else "components"
+        mode = auto_mode(channels)
+    if mode == "distance" and "distance" not in channels:
+        raise DataError(f"mode 'distance' needs a 'distance' channel, not among {channels}", field="channels")
 
     foreground = probs[..., channels.index("foreground")]
     border = probs[..., channels.index("border")] if "border" in channels else None
@@ -231,6 +251,9 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
 
     if mode == "components":
         label_map = _components(foreground > cfg.fg_threshold, cfg.connectivity)
+    elif mode == "distance":
+        cores = probs[..., channels.index("distance")] > cfg.distance_threshold
+        label_map = _watershed(foreground, None, cfg, seeds=cores)
     else:
         label_map = _watershed(foreground, border, cfg)
     if cfg.fill_holes:
@@ -290,6 +313,20 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
         for k in range(n_kept)
     ]
     return label_map, instances
+
+
+def auto_mode(channels):
+    """The mode "auto" stands for: distance with a distance channel, else watershed with a border
+    channel, else components.
+
+    Example:
+        >>> auto_mode(["foreground", "border"]), auto_mode(["foreground", "border", "distance"])
+        ('watershed', 'distance')
+    """
+    channels = list(channels)
+    if "distance" in channels:
+        return "distance"
+    return "watershed" if "border" in channels else "components"
 
 
 def label_map_to_rles(label_map, order="row"):
@@ -453,11 +490,12 @@ def _components(mask, connectivity):
     return label_map
 
 
-def _watershed(foreground, border, cfg):
+def _watershed(foreground, border, cfg, seeds=None):
     """Marker watershed over the foreground mask; returns an int32 label map (ids may have gaps).
 
-    Seeds: connected components of foreground & (border < border_threshold), eroded by
-    `seed_erosion`. A foreground component that contains no seed becomes a seed as a whole
+    Seeds: connected components of foreground & (border < border_threshold) (or foreground &
+    `seeds` when that boolean map is given), eroded by `seed_erosion`, without those smaller
+    than `min_seed_area`. A foreground component that contains no seed becomes a seed as a whole
     when `keep_unseeded` (else it is dropped), so every foreground component has a seed.
 
     The seeds grow over the foreground by geodesic distance: `cv2.watershed` floods in order
@@ -483,11 +521,26 @@ def _watershed(foreground, border, cfg):
     if not fg_mask.any():
         return np.zeros((height, width), np.int32)
     fg_u8 = fg_mask.view(np.uint8)
-    seeds = fg_u8 if border is None else (fg_mask & (border < cfg.border_threshold)).view(np.uint8)
+    if seeds is not None:
+        seeds = (fg_mask & seeds).view(np.uint8)
+    else:
+        seeds = fg_u8 if border is None else (fg_mask & (border < cfg.border_threshold)).view(np.uint8)
     if cfg.seed_erosion:
         size = 2 * int(cfg.seed_erosion) + 1
         seeds = cv2.erode(seeds, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    n_seeds, markers = cv2.connectedComponents(seeds, connectivity=cfg.connectivity, ltype=cv2.CV_32S)
+    if cfg.min_seed_area > 1:
+        n_seeds, markers, stats, _ = cv2.connectedComponentsWithStats(
+            seeds, connectivity=cfg.connectivity, ltype=cv2.CV_32S
+        )
+        big = stats[:, cv2.CC_STAT_AREA] >= cfg.min_seed_area
+        big[0] = False
+        lookup = np.zeros(n_seeds, np.int32)
+        lookup[big] = np.arange(1, int(big.sum()) + 1, dtype=np.int32)
+        markers = lookup.take(markers)
+        n_seeds = int(big.sum()) + 1
+        seeds = (markers > 0).view(np.uint8)
+    else:
+        n_seeds, markers = cv2.connectedComponents(seeds, connectivity=cfg.connectivity, ltype=cv2.CV_32S)
 
     n_fg, fg_components = cv2.connectedComponents(fg_u8, connectivity=cfg.connectivity, ltype=cv2.CV_32S)
     seeded = np.zeros(n_fg, bool)

@@ -201,6 +201,89 @@ def test_watershed_lines_are_filled_and_frame_pixels_kept():
     assert len(np.unique(label_map[:, :4])) == 1 and len(np.unique(label_map[:, 6:])) == 1
 
 
+# --- distance ----------------------------------------------------------------------------------
+
+DISTANCE_CHANNELS = ["foreground", "distance"]
+
+
+def distance_probs(label_map):
+    """Perfect foreground and distance maps, from the package's own target code."""
+    from cell_seg.data.targets import build_targets
+
+    return build_targets(label_map, None, DISTANCE_CHANNELS, 0)
+
+
+def two_touching_disks():
+    truth = np.zeros((30, 44), np.int32)
+    cv2.circle(truth, (13, 15), 10, 1, -1)
+    cv2.circle(truth, (31, 15), 8, 2, -1)  # overlaps the first: the later disk wins the lens
+    return truth
+
+
+def test_distance_mode_splits_two_touching_disks_that_components_merges():
+    truth = two_touching_disks()
+    probs = distance_probs(truth)
+    merged, _ = to_instances(probs, DISTANCE_CHANNELS, mode="components", min_area=1)
+    assert merged.max() == 1
+    split, instances = to_instances(probs, DISTANCE_CHANNELS, mode="distance", min_area=1)
+    check_consistent(split, instances)
+    assert len(instances) == 2
+    assert np.array_equal(split > 0, truth > 0)  # the cores grow back over the whole foreground
+    for k in (1, 2):
+        values, counts = np.unique(split[truth == k], return_counts=True)
+        assert counts.max() / counts.sum() > 0.95  # each disk is (almost all) one instance
+
+
+def test_distance_mode_with_soft_maps_and_auto():
+    truth = two_touching_disks()
+    probs = cv2.GaussianBlur(distance_probs(truth), (0, 0), 1.0)  # what a network might say
+    _, instances = to_instances(probs, DISTANCE_CHANNELS, mode="distance", distance_threshold=0.4)
+    assert len(instances) == 2
+    # "auto" is the distance mode when a distance channel exists, as before otherwise.
+    assert len(to_instances(probs, DISTANCE_CHANNELS)[1]) == 2
+    assert postprocess.auto_mode(["foreground", "border", "distance"]) == "distance"
+    assert postprocess.auto_mode(["foreground", "border"]) == "watershed"
+    assert postprocess.auto_mode(["foreground"]) == "components"
+    with pytest.raises(DataError, match="distance"):
+        to_instances(probs[..., :1], ["foreground"], mode="distance")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_distance_mode_recovers_touching_cells_from_exact_maps(seed):
+    from cell_seg.metrics import iou_matrix
+
+    truth = voronoi_cells(seed)
+    label_map, instances = to_instances(distance_probs(truth), DISTANCE_CHANNELS, mode="distance", min_area=1)
+    check_consistent(label_map, instances)
+    assert np.array_equal(label_map > 0, truth > 0)
+    assert len(instances) == truth.max()
+    assert iou_matrix(truth, label_map).max(axis=1).min() > 0.75
+
+
+def test_min_seed_area_drops_small_cores():
+    probs = np.zeros((12, 30, 2), np.float32)
+    probs[2:10, 2:28, 0] = 0.9  # one foreground blob ...
+    probs[4:8, 4:10, 1] = 0.9  # ... with a core of 24 pixels
+    probs[5:7, 20:22, 1] = 0.9  # and one of 4 pixels
+    _, instances = to_instances(probs, DISTANCE_CHANNELS, mode="distance", min_area=1)
+    assert len(instances) == 2
+    label_map, instances = to_instances(probs, DISTANCE_CHANNELS, mode="distance", min_area=1, min_seed_area=5)
+    assert len(instances) == 1 and instances[0]["area"] == 8 * 26
+    # In the watershed mode too (seeds = foreground below the border threshold).
+    border = np.stack([probs[..., 0], 1 - probs[..., 1]], axis=-1)
+    assert len(to_instances(border, CHANNELS, mode="watershed", min_area=1, min_seed_area=5)[1]) == 1
+
+
+def test_distance_settings_are_checked_and_per_class():
+    cfg = PostprocessConfig(mode="distance", per_class={"shsy5y": {"distance_threshold": 0.3, "min_seed_area": 4}})
+    assert cfg.for_class("shsy5y").distance_threshold == 0.3 and cfg.for_class("cort").distance_threshold == 0.5
+    assert PostprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="distance_threshold"):
+        PostprocessConfig(distance_threshold=1.2)
+    with pytest.raises(ConfigError, match="min_seed_area"):
+        PostprocessConfig(min_seed_area=-1)
+
+
 # --- holes and dilation ------------------------------------------------------------------------
 
 
