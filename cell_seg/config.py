@@ -300,17 +300,34 @@ def save_config(config, path):
     write_text_atomic(yaml.safe_dump(config.to_dict(), sort_keys=False), path)
 
 
-def describe_fields():
-    """Text listing every key with its default, for --help-config."""
+def describe_fields(config=None):
+    """Text listing every key with its value, for --help-config.
+
+    Args:
+        config: the Config whose values are listed (default: the built-in defaults); a value that
+            differs from the built-in default is followed by `# default X`.
+
+    Example:
+        >>> text = describe_fields(config_from_dict({"train": {"epochs": 3}}))
+        >>> [line.strip() for line in text.splitlines() if "train.epochs" in line]
+        ['train.epochs = 3  # default 20']
+    """
+    defaults = Config()
+    config = config or defaults
+
+    def line(key, value, default, choices=None):
+        text = f"{key} = {value!r}" + (f"  ({' | '.join(choices)})" if choices else "")
+        return text + (f"  # default {default!r}" if value != default else "")
+
     lines = []
     for f in dataclasses.fields(Config):
         if f.name in _SECTIONS:
             continue
-        lines.append(f"{f.name} = {f.default!r}")
+        lines.append(line(f.name, getattr(config, f.name), getattr(defaults, f.name)))
     for section, cls in _SECTIONS.items():
         lines.append(f"[{section}] {cls.__doc__.strip()}")
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            choices = _CHOICES.get(f"{section}.{f.name}")
-            lines.append(f"  {section}.{f.name} = {default!r}" + (f"  ({' | '.join(choices)})" if choices else ""))
+            key = f"{section}.{f.name}"
+            value = getattr(getattr(config, section), f.name)
+            lines.append("  " + line(key, value, getattr(getattr(defaults, section), f.name), _CHOICES.get(key)))
     return "\n".join(lines)

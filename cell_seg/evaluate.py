@@ -195,14 +195,31 @@ def print_report(report, file=sys.stderr):
         for row in tuned["table"]:
             settings = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("class", "map", "images"))
             print(f"  tuned {mode} [{row['class']}, {row['images']} images]: {settings} -> mAP {row['map']:.3f}", file=file)
-    print(f"best mode: {report['best_mode']}", file=file)
+    print(f"best mode: {describe_best_mode(report)}", file=file)
 
 
-def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=False):
+def describe_best_mode(report):
+    """'watershed', or 'components (a tie with watershed at mAP 0.180: ...)' when the printed scores are equal.
+
+    Example:
+        >>> describe_best_mode({"best_mode": "components",
+        ...                     "modes": {"components": {"map": 0.18}, "watershed": {"map": 0.18}}})
+        'components (a tie with watershed at mAP 0.180: the first mode is kept)'
+    """
+    best = report["best_mode"]
+    score = report["modes"][best]["map"]
+    tied = [mode for mode, metrics in report["modes"].items() if mode != best and round(metrics["map"], 3) == round(score, 3)]
+    if not tied:
+        return best
+    return f"{best} (a tie with {', '.join(tied)} at mAP {score:.3f}: the first mode is kept)"
+
+
+def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=False, source=None):
     """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json.
 
     The model is loaded from `run_dir` (its best checkpoint and metadata) unless `predictor` is given.
-    `tta` averages the 8 flips and rotations of every image before post-processing.
+    `tta` averages the 8 flips and rotations of every image before post-processing. `source` is the
+    file `coco` was read from, named in errors.
     """
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.inference import Predictor
@@ -210,7 +227,7 @@ def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out
     run_dir = Path(run_dir)
     out_dir = Path(out_dir or run_dir)
     predictor = predictor or Predictor.load(run_dir)
-    dataset = CocoDataset(coco, images)
+    dataset = CocoDataset(coco, images, source=source)
     started = time.time()
     records = predict_dataset(predictor, dataset, desc="predicting (8 flips/rotations)" if tta else "predicting", tta=tta)
     report, settings = evaluate_records(records, predictor.channels, predictor.postprocess, tune=tune)
@@ -238,15 +255,21 @@ def main(argv=None):
     parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "
                         "or the current directory for a .keras file or SavedModel)")
     args = parser.parse_args(argv)
+    from cell_seg.data.coco import validate_coco
+    from cell_seg.errors import DataError
     from cell_seg.inference import Predictor
     from cell_seg.io import read_json
 
+    coco = validate_coco(read_json(args.coco), args.coco)  # bad ground truth fails before the model loads
+    if not coco["images"]:
+        raise DataError("no images to evaluate", file=args.coco, field="images")
     predictor = Predictor.load(args.model)
     model_path = Path(args.model)
     out = args.out or (model_path if model_path.is_dir() and not (model_path / "saved_model.pb").exists() else ".")
-    report = evaluate_run(model_path, coco=read_json(args.coco), images=args.images, tune=args.tune,
-                          predictor=predictor, out_dir=out, tta=args.tta)
-    print(f"mAP {report['summary']['map']:.3f} ({report['best_mode']}); metrics written to {Path(out) / 'metrics.json'}")
+    report = evaluate_run(model_path, coco=coco, images=args.images, tune=args.tune,
+                          predictor=predictor, out_dir=out, tta=args.tta, source=args.coco)
+    print(f"mAP {report['summary']['map']:.3f} on {report['images']} images ({describe_best_mode(report)}); "
+          f"metrics written to {Path(out) / 'metrics.json'}")
     return 0
 
 

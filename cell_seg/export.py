@@ -270,16 +270,23 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
         raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
     metadata = export_metadata(predictor, model_path)
     metadata["weights_dtype"] = weights_dtype
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as error:  # name the folder the user gave, not the hidden staging folder
+        raise type(error)(error.errno, error.strerror, str(out_dir)) from None
     try:
         import tensorflow as tf
 
         module, signatures = build_module(predictor.keras_model, metadata, weights_dtype)
         # Variables in shards of at most SHARD_BYTES, so a release fits git hosts' file limits.
         sharding = tf.train.experimental.MaxShardSizePolicy(max_shard_size=SHARD_BYTES)
-        tf.saved_model.save(module, str(staging), signatures=signatures,
-                            options=tf.saved_model.SaveOptions(experimental_sharding_callback=sharding))
+        try:
+            tf.saved_model.save(module, str(staging), signatures=signatures,
+                                options=tf.saved_model.SaveOptions(experimental_sharding_callback=sharding))
+        except tf.errors.OpError as error:  # disk full, permissions: TensorFlow's own error types
+            reason = (error.message or type(error).__name__).strip().splitlines()[0]
+            raise ModelError(f"{out_dir}: cannot write the SavedModel ({reason})") from None
         (staging / "assets").mkdir(exist_ok=True)
         (staging / "assets" / "metadata.json").write_text(json.dumps(metadata, indent=2))
         if check:

@@ -12,6 +12,11 @@ Conventions shared by all losses:
 * Each term is computed per sample and per channel, then summed over channels with
   ``channel_weights`` (default all 1). ``call`` returns one value per sample and lets
   Keras do the batch reduction, which is what ``tf.distribute`` strategies need.
+* Soft targets (the "distance" channel, values in [0, 1]): the class-weighted BCE handles
+  them as they are: a pixel's loss is its BCE times a weight that does not depend on the
+  prediction, so each pixel's loss is still lowest at ``p = t``. Dice and focal terms are not
+  (their optimum for a soft target is not ``p = t``), so :class:`SegmentationLoss` leaves the
+  channels listed in ``soft_channels`` out of them.
 
 This module imports Keras (and so TensorFlow) when imported: only the training,
 prediction and export code should import it.
@@ -207,7 +212,9 @@ class FocalLoss(keras.losses.Loss):
 class SegmentationLoss(keras.losses.Loss):
     """``bce_weight * WeightedBCE + dice_weight * DiceLoss + focal_weight * FocalLoss``.
 
-    Terms with weight 0 are not computed. Arguments are those of the three losses.
+    Terms with weight 0 are not computed. Arguments are those of the three losses, plus
+    ``soft_channels``: indices of channels with soft targets in [0, 1] (e.g. "distance"),
+    which only the BCE term sees (dice and focal get 0 for them).
 
     Example:
         >>> import numpy as np
@@ -222,7 +229,7 @@ class SegmentationLoss(keras.losses.Loss):
 
     def __init__(self, bce_weight=1.0, dice_weight=0.0, focal_weight=0.0,
                  positive_weight=1.0, negative_weight=3.0, channel_weights=None,
-                 focal_gamma=2.0, focal_alpha=0.25, dice_smooth=1.0,
+                 focal_gamma=2.0, focal_alpha=0.25, dice_smooth=1.0, soft_channels=None,
                  name="segmentation_loss", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.bce_weight = float(bce_weight)
@@ -234,6 +241,7 @@ class SegmentationLoss(keras.losses.Loss):
         self.focal_gamma = float(focal_gamma)
         self.focal_alpha = float(focal_alpha)
         self.dice_smooth = float(dice_smooth)
+        self.soft_channels = sorted({int(c) for c in soft_channels or ()})
         self._terms = []
         if self.bce_weight:
             self._terms.append((self.bce_weight, WeightedBCE(
@@ -251,8 +259,19 @@ class SegmentationLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         """Return the loss of each sample, shape ``(batch,)``."""
         total = None
+        hard = None
+        if self.soft_channels and any(not isinstance(t, WeightedBCE) for _, t in self._terms):
+            n_channels = int(y_pred.shape[-1])
+            keep = [0.0 if c in self.soft_channels else 1.0 for c in range(n_channels)]
+            keep = ops.convert_to_tensor(keep, dtype="float32")
+            # Zero target and zero prediction: dice is 1 (loss 0) and focal 0, constant, so
+            # soft channels neither add to nor steer these terms.
+            hard = (ops.cast(y_true, "float32") * keep, ops.cast(y_pred, "float32") * keep)
         for weight, term in self._terms:
-            value = weight * term.call(y_true, y_pred)
+            if hard is not None and not isinstance(term, WeightedBCE):
+                value = weight * term.call(*hard)
+            else:
+                value = weight * term.call(y_true, y_pred)
             total = value if total is None else total + value
         return total
 
@@ -268,11 +287,12 @@ class SegmentationLoss(keras.losses.Loss):
             focal_gamma=self.focal_gamma,
             focal_alpha=self.focal_alpha,
             dice_smooth=self.dice_smooth,
+            soft_channels=self.soft_channels,
         )
         return config
 
 
-def build_loss(loss_config, n_channels):
+def build_loss(loss_config, n_channels, soft_channels=None):
     """Build the combined loss described by a ``LossConfig`` for ``n_channels`` outputs.
 
     Args:
@@ -280,6 +300,7 @@ def build_loss(loss_config, n_channels):
             positive_weight, negative_weight, channel_weights, focal_gamma, focal_alpha``
             (and optionally ``dice_smooth``), e.g. ``cell_seg.config.LossConfig``.
         n_channels: number of model outputs; ``channel_weights`` must have this length.
+        soft_channels: indices of soft-target channels (see :class:`SegmentationLoss`).
 
     Returns:
         A :class:`SegmentationLoss`.
@@ -317,6 +338,7 @@ def build_loss(loss_config, n_channels):
         focal_gamma=loss_config.focal_gamma,
         focal_alpha=loss_config.focal_alpha,
         dice_smooth=getattr(loss_config, "dice_smooth", 1.0),
+        soft_channels=soft_channels,
     )
 
 

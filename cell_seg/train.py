@@ -24,8 +24,12 @@ import numpy as np
 from cell_seg import __version__
 from cell_seg.cli import run_main
 from cell_seg.config import describe_fields, load_config, save_config
+from cell_seg.data.coco import validate_coco
 from cell_seg.errors import ConfigError, DataError
 from cell_seg.io import read_json, write_json_atomic
+
+# Fewer validation images than this: the printed score comes with a warning that it is noisy.
+FEW_VALIDATION_IMAGES = 20
 
 # The settings `python -m cell_seg.train` uses with no --config (same as configs/demo.yaml).
 DEMO_CONFIG = Path(__file__).resolve().parent / "sample_data" / "demo.yaml"
@@ -42,7 +46,8 @@ def resolve_data(config):
         for key, path in (("data.train", train_path), ("data.val", val_path)):
             if not path.is_file():
                 raise DataError(f"dataset file not found (config key {key})", file=path)
-        train_coco, val_coco = read_json(train_path), read_json(val_path)
+        train_coco = validate_coco(read_json(train_path), train_path)
+        val_coco = validate_coco(read_json(val_path), val_path)
         images = Path(data.images) if data.images else train_path.parent
     else:
         if data.coco in (None, "demo"):
@@ -54,12 +59,12 @@ def resolve_data(config):
             default_images = coco_path.parent
             if not coco_path.is_file():
                 raise DataError("dataset file not found (config key data.coco)", file=coco_path)
-        coco = read_json(coco_path)
+        coco = validate_coco(read_json(coco_path), coco_path)
         images = Path(data.images) if data.images else default_images
         from cell_seg.data.split import split_coco
 
         train_coco, val_coco = split_coco(
-            coco, val_fraction=data.val_fraction, seed=data.split_seed, group=data.split_group
+            coco, val_fraction=data.val_fraction, seed=data.split_seed, group=split_group(coco, data.split_group, coco_path)
         )
     if not images.is_dir():
         raise DataError("image folder not found (config key data.images)", file=images)
@@ -72,6 +77,25 @@ def resolve_data(config):
         ids = {image["id"] for image in keep}
         val_coco = dict(val_coco, images=keep, annotations=[a for a in val_coco["annotations"] if a["image_id"] in ids])
     return train_coco, val_coco, images
+
+
+def split_group(coco, key, source):
+    """The `data.split_group` field to split by, or None (with a warning) when most images lack it.
+
+    A group key set on only a few images (one image of a copy of Sartorius' train.csv has
+    `sample_id`) would make every other image a group of its own: the split is then an ordinary
+    per-image split, so say so instead of failing or pretending to group.
+    """
+    if key is None:
+        return None
+    from cell_seg.data.split import images_with_field
+
+    having, total = images_with_field(coco, key), len(coco["images"])
+    if total and 2 * having < total:
+        print(f"warning: {source}: only {having} of {total} images have field {key!r} (config key "
+              "data.split_group); splitting images individually instead", file=sys.stderr)
+        return None
+    return key
 
 
 def make_sequences(config, train_coco, val_coco, images, stride, val_batch_size=None):
@@ -120,8 +144,37 @@ def set_seeds(seed):
     keras.utils.set_random_seed(seed)
 
 
+class _NoStrategy:
+    """What the JAX and PyTorch backends use instead of a tf.distribute strategy: one device, no scope."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def is_tensorflow_backend():
+    """True when Keras runs on TensorFlow (the default); False on jax or torch."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
 def make_strategy(name):
-    """A tf.distribute strategy: auto = Mirrored when more than one GPU is visible."""
+    """A tf.distribute strategy: auto = Mirrored when more than one GPU is visible.
+
+    On the jax and torch backends only "auto" and "default" are accepted, and training runs on
+    Keras' default device (the first GPU when there is one).
+    """
+    if not is_tensorflow_backend():
+        if name in ("auto", "default"):
+            return _NoStrategy()
+        import keras
+
+        raise ConfigError(f"config key 'train.strategy' {name!r} needs the tensorflow backend "
+                          f"(KERAS_BACKEND is {keras.backend.backend()}); use auto or default")
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
@@ -180,9 +233,10 @@ def make_callbacks(config, run_dir):
         keras.callbacks.ModelCheckpoint(str(checkpoints / "best.keras"), monitor=train.monitor, mode=mode, save_best_only=True),
         keras.callbacks.ModelCheckpoint(str(checkpoints / "last.keras")),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if is_tensorflow_backend():  # Keras' TensorBoard callback writes its logs with TensorFlow
+        callbacks.insert(4, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0))
     if train.schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -238,6 +292,22 @@ def time_budget_callback(minutes):
                 self.model.stop_training = True
 
     return TimeBudget()
+
+
+def keras_verbosity(verbose, stream=None):
+    """Keras' `verbose` for fit: the progress bar (1) only on a terminal, else one line per epoch (2).
+
+    Written to a file or a pipe, the bar is one huge line of control codes per epoch.
+
+    Example:
+        >>> import io
+        >>> keras_verbosity(1, io.StringIO()), keras_verbosity(0, io.StringIO())
+        (2, 0)
+    """
+    stream = sys.stdout if stream is None else stream  # where Keras writes its progress
+    if verbose == 1 and not (hasattr(stream, "isatty") and stream.isatty()):
+        return 2
+    return verbose
 
 
 def completed_epochs(run_dir):
@@ -327,6 +397,9 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
             initial_epoch = completed_epochs(run_dir)
             print(f"continuing {run_dir} from {last} at epoch {initial_epoch}", file=sys.stderr)
         else:
+            if resume and (run_dir / "backup").exists():
+                print(f"resuming {run_dir} from its backup/ (the interrupted epoch restarts from the last backup)",
+                      file=sys.stderr)
             model = build_model(config.model, len(channels))
         model.compile(
             optimizer=make_optimizer(config.train),
@@ -335,22 +408,27 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
             jit_compile=config.train.xla,
         )
     callbacks = make_callbacks(config, run_dir) + list(extra_callbacks)
-    # Our own tf.data wrappers: Keras' PyDataset adapter fixes the batch shape from the first
-    # batch, which breaks validation on whole images of different sizes.
-    from cell_seg.data.generator import to_tf_dataset
-
     train_seq.set_epoch(initial_epoch)
+    if is_tensorflow_backend():
+        # Our own tf.data wrappers: Keras' PyDataset adapter fixes the batch shape from the first
+        # batch on TensorFlow, which breaks validation on whole images of different sizes.
+        from cell_seg.data.generator import to_tf_dataset
+
+        train_data, val_data = to_tf_dataset(train_seq).repeat(), to_tf_dataset(val_seq).repeat()
+    else:
+        # JAX / PyTorch take the PyDatasets as they are (jax.jit compiles once per batch shape).
+        train_data, val_data = train_seq, val_seq
     history = model.fit(
-        to_tf_dataset(train_seq).repeat(),
+        train_data,
         steps_per_epoch=len(train_seq),
-        validation_data=to_tf_dataset(val_seq).repeat(),
+        validation_data=val_data,
         validation_steps=validation_steps,
         validation_freq=config.train.validation_freq,
         shuffle=False,  # the sequences shuffle, seeded per epoch
         epochs=config.train.epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
-        verbose=config.train.verbose,
+        verbose=keras_verbosity(config.train.verbose),
     )
 
     best = run_dir / "checkpoints" / "best.keras"
@@ -388,15 +466,20 @@ def parse_args(argv):
     parser.add_argument("--out", help="run directory (default runs/<name>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
     parser.add_argument("--no-eval", action="store_true", help="skip evaluation and threshold tuning after training")
-    parser.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    parser.add_argument("--help-config", action="store_true",
+                        help="list every config key with the value this command would use (with --config and "
+                        "overrides: theirs; bare: the demo config's), then exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5")
-    return parser.parse_args(argv)
+    # Intermixed: key=value overrides may come before, between or after the options.
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.help_config:
-        print(describe_fields())
+        source = Path(args.resume) / "config.yaml" if args.resume else (args.config or DEMO_CONFIG)
+        print(f"# values used by this command (from {source}; '# default X' marks a change from the built-in default)")
+        print(describe_fields(load_config(source, args.overrides)))
         return 0
     if args.resume:
         run_dir = Path(args.resume)
@@ -408,16 +491,60 @@ def main(argv=None):
         config = load_config(args.config or DEMO_CONFIG, args.overrides)
         if args.out:
             config.out_dir = args.out
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    run(config, evaluate_after=not args.no_eval, resume=bool(args.resume))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads (cell_seg.cli sets it too)
+    if args.resume and not resume_plan(config, Path(args.resume), evaluate=not args.no_eval):
+        return 0
+    try:
+        run(config, evaluate_after=not args.no_eval, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        run_dir = run_directory(config)
+        if (run_dir / "config.yaml").is_file():
+            print(f"\ninterrupted: resume with  python -m cell_seg.train --resume {run_dir}", file=sys.stderr)
+        raise
     run_dir = run_directory(config)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.get("summary", {}).items())
-        print(f"validation: {summary}")
+    print_validation(run_dir / "metrics.json")
     print(f"run written to {run_dir}")
     return 0
+
+
+def resume_plan(config, run_dir, evaluate=True):
+    """Say what `--resume` will do with `run_dir`; False when there is nothing to do.
+
+    An interrupted run (backup/ present) restarts its interrupted epoch; a finished run with a
+    raised `train.epochs` trains on from `checkpoints/last.keras`; a finished run that was already
+    evaluated is left alone (its metrics.json is not overwritten); one never evaluated is evaluated.
+    """
+    done = completed_epochs(run_dir)
+    finished = not (run_dir / "backup").exists() and (run_dir / "model.keras").is_file()
+    metrics = run_dir / "metrics.json"
+    if finished and done >= config.train.epochs:
+        if metrics.is_file() or not evaluate:
+            print(f"{run_dir} already finished {done} of {config.train.epochs} epochs: nothing to resume, "
+                  f"{metrics.name} left as it is. To train on, raise the epochs "
+                  f"(python -m cell_seg.train --resume {run_dir} train.epochs={done + 10}); to re-score, "
+                  f"python -m cell_seg.evaluate --model {run_dir} --coco VAL.json --images DIR --out OTHER_DIR",
+                  file=sys.stderr)
+            print_validation(metrics)
+            return False
+        print(f"{run_dir} already finished {done} epochs but was not evaluated: evaluating it (writes {metrics})",
+              file=sys.stderr)
+    elif metrics.is_file() and evaluate:
+        print(f"{run_dir}: training resumes at epoch {done + 1} of {config.train.epochs}; the evaluation "
+              f"afterwards replaces {metrics.name} and postprocess.json", file=sys.stderr)
+    return True
+
+
+def print_validation(metrics_path):
+    """Print the validation scores of metrics.json with the number of images they rest on."""
+    if not Path(metrics_path).is_file():
+        return
+    metrics = read_json(metrics_path)
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.get("summary", {}).items())
+    images = metrics.get("images")
+    print(f"validation ({images} images): {summary}" if images else f"validation: {summary}")
+    if images and images < FEW_VALIDATION_IMAGES:
+        print(f"  only {images} validation images: the score moves by about 0.1 between runs (seed, resume); "
+              "it shows the pipeline works, not how good the model is")
 
 
 def cli():

@@ -157,6 +157,35 @@ def test_losses_accept_float16_predictions():
         assert as_float(value) == pytest.approx(as_float(loss(Y_TRUE, Y_PRED)), rel=1e-3)
 
 
+def test_weighted_bce_is_lowest_at_a_soft_target():
+    # A "distance"-like soft target: the gradient of the class-weighted BCE is 0 where p = t.
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0, 1, (2, 6, 6, 1)).astype("float32")
+    target[:, :2] = 0.0  # some background
+    pred = tf.Variable(target)
+    with tf.GradientTape() as tape:
+        value = WeightedBCE(positive_weight=1.0, negative_weight=3.0)(target, pred)
+    assert np.abs(tape.gradient(value, pred).numpy()).max() < 1e-5
+    with tf.GradientTape() as tape:
+        value = WeightedBCE()(target, pred * 0.9)  # any other prediction has a non-zero gradient
+    assert np.abs(tape.gradient(value, pred).numpy()).max() > 1e-3
+
+
+def test_soft_channels_are_left_out_of_dice_and_focal():
+    rng = np.random.default_rng(1)
+    y_true = np.concatenate([Y_TRUE, rng.uniform(0, 1, Y_TRUE.shape[:3] + (1,))], axis=-1).astype("float32")
+    y_pred = np.concatenate([Y_PRED, rng.uniform(0.1, 0.9, Y_PRED.shape[:3] + (1,))], axis=-1).astype("float32")
+    loss = SegmentationLoss(bce_weight=1.0, dice_weight=2.0, focal_weight=3.0, soft_channels=[2])
+    expected = (as_float(WeightedBCE()(y_true, y_pred))  # BCE sees all three channels
+                + 2.0 * as_float(DiceLoss()(Y_TRUE, Y_PRED))
+                + 3.0 * as_float(FocalLoss()(Y_TRUE, Y_PRED)))
+    assert as_float(loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+    built = build_loss(LossConfig(dice_weight=1.0), n_channels=3, soft_channels=[2])
+    assert built.get_config()["soft_channels"] == [2]
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(built))
+    assert clone.get_config() == built.get_config()
+
+
 # --------------------------------------------------------------------------- build_loss
 
 def test_build_loss_from_config():

@@ -82,7 +82,7 @@ def test_notebook_01_converts_kaggle_data_when_given(monkeypatch, tmp_path):
 def test_notebook_02_trains_evaluates_and_compares(monkeypatch, tmp_path):
     run_dir = tmp_path / "run"
     notebook = execute(
-        "02_train.ipynb", monkeypatch, epochs=1, steps=2, model="unet_plain", run_dir=run_dir, n_show=2,
+        "02_train.ipynb", monkeypatch, epochs=1, steps=2, architecture="unet_plain", run_dir=run_dir, n_show=2,
         overrides="model.filters=4 model.depth=2 data.crop_size=64 data.batch_size=2 data.max_val_images=2",
     )
     for name in ("config.yaml", "model.keras", "history.csv", "metrics.json", "postprocess.json"):

@@ -270,8 +270,10 @@ def test_predict_tiles_large_images(trained_run, synthetic, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "blended").glob("*.png")) == \
         sorted(p.name for p in (tmp_path / "tiled").glob("*.png"))
-    result = cli("cell_seg.predict", "--model", out, "--images", images, "--tile", 50)
+    result = cli("cell_seg.predict", "--model", out, "--images", images, "--tile", 50, cwd=tmp_path)
     assert result.returncode == 2 and "stride" in result.stderr and "Traceback" not in result.stderr
+    assert "predicting" not in result.stderr  # checked before the progress bar starts
+    assert not (tmp_path / "predictions").exists()  # and before the default output folder appears
 
 
 def test_predict_reports_a_corrupt_image_and_skips_it(trained_run, synthetic, tmp_path):
