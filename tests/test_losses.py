@@ -175,7 +175,7 @@ def test_soft_channels_are_left_out_of_dice_and_focal():
     rng = np.random.default_rng(1)
     y_true = np.concatenate([Y_TRUE, rng.uniform(0, 1, Y_TRUE.shape[:3] + (1,))], axis=-1).astype("float32")
     y_pred = np.concatenate([Y_PRED, rng.uniform(0.1, 0.9, Y_PRED.shape[:3] + (1,))], axis=-1).astype("float32")
-    loss = SegmentationLoss(bce_weight=1.0, dice_weight=2.0, focal_weight=3.0, soft_channels=[2])
+    loss = SegmentationLoss(bce_weight=1.0, dice_weight=2.0, focal_weight=3.0, soft_channels=[1])
     expected = (as_float(WeightedBCE()(y_true, y_pred))  # BCE sees all three channels
                 + 2.0 * as_float(DiceLoss()(Y_TRUE, Y_PRED))
                 + 3.0 * as_float(FocalLoss()(Y_TRUE, Y_PRED)))
