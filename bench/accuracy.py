@@ -37,17 +37,41 @@ PUBLISHED = {
 }
 
 
+def _dsb2018_all(root):
+    """All 664 DSB2018 stage-1 training images from the competition's label CSV, by kind and source.
+
+    `image_class` becomes the image kind (fluorescence / brightfield / histology), so splits are
+    stratified and scores reported per kind; `source` groups images of one kind, size and
+    brightness band (`cell_seg.data.split.source_groups`), so a split grouped by it validates on
+    sources the training saw less.
+    """
+    import numpy as np
+
+    from cell_seg.data.convert import convert_csv_rle
+    from cell_seg.data.split import source_groups
+    from cell_seg.io import read_image
+
+    coco, stats = convert_csv_rle(root / "stage1_train_labels.csv", [root / "stage1_train", root / "stage1_train_rest"],
+                                  order="col", category="nucleus", progress=True)
+    brightness = [float(np.mean(read_image(root / image["file_name"]))) for image in coco["images"]]
+    for image, source in zip(coco["images"], source_groups(coco["images"], brightness)):
+        image["image_class"] = image["modality"]
+        image["source"] = source
+    return coco, stats
+
+
 def convert(dataset, data_root, cache):
     """Convert the shared dataset once with the project's converter; returns (coco_path, images_dir)."""
-    from cell_seg.data.convert import convert_kaggle, convert_masks
+    from cell_seg.data.convert import convert_kaggle
 
     if dataset == "sartorius":
         images = data_root / "sartorius" / "train"
         make = lambda: convert_kaggle(data_root / "sartorius" / "train.csv", images, progress=True)  # noqa: E731
+        path = cache / "sartorius.json"
     else:
-        images = data_root / "dsb2018" / "stage1_train"
-        make = lambda: convert_masks(images, progress=True)  # noqa: E731
-    path = cache / f"{dataset}.json"
+        images = data_root / "dsb2018"
+        make = lambda: _dsb2018_all(images)  # noqa: E731
+        path = cache / "dsb2018_all.json"
     if not path.is_file():
         coco, stats = make()
         write_json_atomic(coco, path)

@@ -83,7 +83,10 @@ def build_parser():
         description="Generic run-length CSV, one row per instance (e.g. DSB2018 stage1_solution.csv).",
     )
     csv_rle.add_argument("--csv", required=True, help="the CSV file")
-    csv_rle.add_argument("--images", required=True, help="folder of images (also DSB layout)")
+    csv_rle.add_argument(
+        "--images", required=True, nargs="+", metavar="DIR",
+        help="one or more folders of images (also DSB layout); with several, file_name is relative to their common parent",
+    )
     csv_rle.add_argument("--id-col", default="ImageId", help="image id column (default: ImageId)")
     csv_rle.add_argument("--rle-col", default="EncodedPixels", help="RLE column (default: EncodedPixels)")
     csv_rle.add_argument(

@@ -3,8 +3,8 @@
     python -m cell_seg.evaluate --model runs/demo --coco val.json --images DIR [--tune] [--tta] [--out DIR]
 
 Reports the Sartorius/DSB mAP over IoU 0.50:0.95 (overall and per class), COCO AP/AP50/AP75, the
-HuBMAP-style AP at IoU 0.6 and the foreground IoU, for both post-processing modes when the model
-has a border channel. `--tune` searches thresholds and minimum areas (per class when the data has
+HuBMAP-style AP at IoU 0.6 and the foreground IoU, for every post-processing mode the model's
+channels allow (components; watershed with a border channel; distance with a distance channel). `--tune` searches thresholds and minimum areas (per class when the data has
 classes; one parameter at a time over wide grids) to maximise the mAP and writes
 `postprocess.json`, which predict and export then use.
 `--tta` averages the 8 flips and rotations of each image (8x slower), as `predict --tta` does.
@@ -24,8 +24,11 @@ from cell_seg.io import write_json_atomic
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BORDER_THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8)
 MIN_AREAS = (0, 10, 25, 50, 100, 200, 400)
+DISTANCE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_SEED_AREAS = (0, 5, 10, 20, 40)
 #: Where the coordinate search starts, and how many rounds over the parameters it makes at most.
-TUNE_START = {"fg_threshold": 0.5, "border_threshold": 0.5, "min_area": 25}
+TUNE_START = {"fg_threshold": 0.5, "border_threshold": 0.5, "distance_threshold": 0.3, "min_seed_area": 0,
+              "min_area": 25}
 TUNE_ROUNDS = 4
 
 
@@ -129,6 +132,8 @@ def tune_postprocess(records, channels, mode, base=None):
     grid = [("fg_threshold", FG_THRESHOLDS), ("min_area", MIN_AREAS)]
     if mode == "watershed":
         grid.insert(1, ("border_threshold", BORDER_THRESHOLDS))
+    elif mode == "distance":
+        grid[1:1] = [("distance_threshold", DISTANCE_THRESHOLDS), ("min_seed_area", MIN_SEED_AREAS)]
 
     def best_for(subset, desc):
         return coordinate_search(lambda params: score_predictions(subset, channels, mode, {**base, **params}),
@@ -158,11 +163,26 @@ def tune_postprocess(records, channels, mode, base=None):
     return settings, best, table
 
 
+def available_modes(channels):
+    """Post-processing modes a model with these output channels can use.
+
+    Example:
+        >>> available_modes(["foreground", "border", "distance"])
+        ['components', 'watershed', 'distance']
+    """
+    modes = ["components"]
+    if "border" in channels:
+        modes.append("watershed")
+    if "distance" in channels:
+        modes.append("distance")
+    return modes
+
+
 def evaluate_records(records, channels, postprocess=None, tune=False, modes=None):
     """Score (and optionally tune) every mode; returns (metrics dict, best settings dict with 'mode')."""
     postprocess = dict(postprocess or {})
     preferred = postprocess.pop("mode", None)
-    modes = modes or (["components", "watershed"] if "border" in channels else ["components"])
+    modes = modes or available_modes(channels)
     report = {"modes": {}, "tuning": {}}
     best_mode, best_settings, best_score = None, None, -1.0
     for mode in modes:

@@ -12,6 +12,10 @@ receptive field radius is smaller than half the overlap the result equals whole-
 prediction up to float rounding. `blend="linear"` instead averages the tiles over their
 overlaps with weights that fall linearly towards each tile's inner edges, so no pixel is
 taken from a single tile right where its context is cut (see `tile_window`).
+
+A model trained on resized images (`data.scale`, stored as "scale" in its metadata) gets every
+image resized by that factor first (`cell_seg.preprocess.rescale`); its probabilities are
+resized back, so callers always see the original size. Tiling and TTA work on the resized image.
 """
 
 import json
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cell_seg.errors import ConfigError, DataError, ModelError
-from cell_seg.preprocess import NORMALIZATION_MODES, crop_to, normalize_image, pad_to_multiple
+from cell_seg.preprocess import NORMALIZATION_MODES, crop_to, normalize_image, pad_to_multiple, rescale, resize_to
 
 METADATA_KEYS = ("channels", "normalization", "in_channels", "stride")
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
@@ -59,6 +63,9 @@ def read_metadata(path, hint="export the model again with python -m cell_seg.exp
         problems.append("in_channels must be 1 or 3")
     if not (isinstance(metadata["stride"], int) and metadata["stride"] >= 1):
         problems.append("stride must be a positive integer")
+    scale = metadata.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        problems.append("scale must be a positive number")
     if problems:
         raise ModelError(f"{path}: metadata.json is damaged ({'; '.join(problems)}); {hint}")
     return metadata
@@ -167,6 +174,8 @@ class Predictor:
             of `tile` pixels overlapping by `overlap` (None: whole images).
         blend: how tiles are joined: "center" (each keeps its centre) or "linear" (weighted
             average over the overlaps).
+        scale: resize images by this before the network (default: the metadata's "scale", 1.0
+            for models trained without one); outputs are returned at the original size.
 
     Example:
         >>> predictor = Predictor.load("exported/demo")                     # doctest: +SKIP
@@ -178,13 +187,15 @@ class Predictor:
     """
 
     def __init__(self, metadata, predict_normalized, predict_raw=None, postprocess=None, source=None,
-                 keras_model=None, tile=None, overlap=DEFAULT_OVERLAP, postprocess_tuned=None, blend="center"):
+                 keras_model=None, tile=None, overlap=DEFAULT_OVERLAP, postprocess_tuned=None, blend="center",
+                 scale=None):
         self.metadata = metadata
         self.channels = list(metadata["channels"])
         self.class_names = list(metadata.get("class_names") or [])
         self.normalization = dict(metadata["normalization"])
         self.in_channels = int(metadata["in_channels"])
         self.stride = int(metadata["stride"])
+        self.scale = float(metadata.get("scale", 1.0) if scale is None else scale)
         self.postprocess = dict(postprocess if postprocess is not None else metadata.get("postprocess") or {})
         self.postprocess_tuned = bool(postprocess is not None if postprocess_tuned is None else postprocess_tuned)
         self.source = source
@@ -338,6 +349,14 @@ class Predictor:
         image = check_image(image)
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
+        if self.scale == 1.0:
+            return self._predict_checked(image, tta, tile, overlap, blend)
+        # The model saw images resized by `scale` in training: resize, predict, resize back.
+        probs = self._predict_checked(rescale(image, self.scale), tta, tile, overlap, blend)
+        return resize_to(probs, image.shape[:2])
+
+    def _predict_checked(self, image, tta, tile, overlap, blend):
+        """`predict_probs` of a checked image at the model's scale."""
         tile = self.tile if tile is None else tile
         overlap = self.overlap if overlap is None else overlap
         blend = self.blend if blend is None else blend
@@ -363,11 +382,11 @@ class Predictor:
 
         `postprocess` (dict) overrides single settings; `mode` the post-processing mode.
         """
-        from cell_seg.postprocess import PostprocessConfig, to_instances
+        from cell_seg.postprocess import PostprocessConfig, auto_mode, to_instances
 
         settings = dict(self.postprocess)
         settings.update(postprocess or {})
-        mode = mode or settings.pop("mode", None) or ("watershed" if "border" in self.channels else "components")
+        mode = mode or settings.pop("mode", None) or auto_mode(self.channels)
         settings.pop("mode", None)
         probs = self.predict_probs(image, tta=tta, tile=tile, overlap=overlap, blend=blend)
         return to_instances(probs, self.channels, mode=mode, config=PostprocessConfig.from_dict(settings))

@@ -111,6 +111,7 @@ def make_sequences(config, train_coco, val_coco, images, stride, val_batch_size=
         in_channels=config.model.in_channels,
         border_width=data.border_width,
         pad_multiple=max(stride, 32),
+        scale=data.scale,
     )
     train = SegmentationSequence(
         train_coco,
@@ -130,6 +131,13 @@ def make_sequences(config, train_coco, val_coco, images, stride, val_batch_size=
         val_coco, images, batch_size=val_batch_size or data.val_batch_size, crop_size=None, augment="none", shuffle=False, seed=0, **common
     )
     return train, val
+
+
+def soft_channel_indices(channels):
+    """Positions of the soft-target channels (e.g. "distance") among the output channel names."""
+    from cell_seg.data.targets import SOFT_CHANNELS
+
+    return [i for i, name in enumerate(channels) if name in SOFT_CHANNELS]
 
 
 # --- hardware ---------------------------------------------------------------------------------
@@ -385,6 +393,7 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
         "normalization": {"mode": config.data.normalization, "mean": config.data.mean, "std": config.data.std},
         "in_channels": config.model.in_channels,
         "stride": max(stride, 32),
+        "scale": float(config.data.scale),
         "config": config.to_dict(),
     }
     write_json_atomic(metadata, run_dir / "metadata.json", indent=2)
@@ -403,7 +412,7 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
             model = build_model(config.model, len(channels))
         model.compile(
             optimizer=make_optimizer(config.train),
-            loss=build_loss(config.loss, len(channels)),
+            loss=build_loss(config.loss, len(channels), soft_channels=soft_channel_indices(channels)),
             metrics=build_metrics(channels),
             jit_compile=config.train.xla,
         )

@@ -21,6 +21,7 @@ file (the header is line 1), JSONL rows as lines too.
 """
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -174,17 +175,44 @@ class _RleTable:
         return image_class, extra
 
 
-def _convert_rle_table(table, images, skip_bad, progress, info):
-    """Shared body of `convert_kaggle` and `convert_csv_rle`."""
-    images = Path(images)
-    image_paths = list_images(images)
+def _image_folders(images):
+    """(root that `file_name` is relative to, {id: path}) for one image folder or several.
+
+    With several folders `file_name` is relative to their common parent folder; an id found
+    in two folders is an error.
+    """
+    folders = [Path(images)] if isinstance(images, (str, Path)) else [Path(folder) for folder in images]
+    if not folders:
+        raise DataError("no image folder given")
+    image_paths = {}
+    for folder in folders:
+        for key, path in list_images(folder).items():
+            if key in image_paths:
+                raise DataError(f"image id {key!r} is also in {image_paths[key]}", file=path)
+            image_paths[key] = path
+    if len(folders) == 1:
+        return folders[0], image_paths
+    return Path(os.path.commonpath([folder.resolve() for folder in folders])), {
+        key: path.resolve() for key, path in image_paths.items()}
+
+
+def _convert_rle_table(table, images, skip_bad, progress, info, modality=False):
+    """Shared body of `convert_kaggle` and `convert_csv_rle`; `modality` adds each image's kind."""
+    images, image_paths = _image_folders(images)
     builder = CocoBuilder(table.categories(), info=info)
 
     def locate(key, line):
         path = image_paths.get(key)
         if path is None:
             raise DataError(f"no image file for id {key!r} in {images}", file=table.csv, row=line, field=table.id_col)
-        return path, _image_shape(path, context=f" (image of id {key!r}, {table.csv.name} row {line})")
+        context = f" (image of id {key!r}, {table.csv.name} row {line})"
+        if not modality:
+            return path, _image_shape(path, context=context), {}
+        try:
+            image = read_image(path)
+        except DataError as error:
+            raise DataError(error.message + context, file=error.file) from None
+        return path, image.shape[:2], {"modality": image_modality(image)}
 
     with _progress(sorted(table.groups), progress) as bar:
         for key in bar:
@@ -192,13 +220,13 @@ def _convert_rle_table(table, images, skip_bad, progress, info):
             located = _attempt(builder, skip_bad, locate, key, table.line(rows[0]), image=True)
             if located is None:
                 continue
-            path, shape = located
+            path, shape, kind = located
             instances = [_attempt(builder, skip_bad, table.instance, row, path, shape) for row in rows]
             instances = [instance for instance in instances if instance is not None]
             image_class, extra = table.image_fields(rows, instances)
             builder.add_image(
                 key, _relative_name(path, images), shape[0], shape[1], image_class=image_class,
-                instances=instances, **extra,
+                instances=instances, **extra, **kind,
             )
     return builder.build()
 
@@ -253,7 +281,8 @@ def convert_csv_rle(
 
     Args:
         csv: the CSV file.
-        images: folder of the images (`<images>/<id>.*` or DSB layout `<images>/<id>/images/<id>.png`).
+        images: folder of the images (`<images>/<id>.*` or DSB layout `<images>/<id>/images/<id>.png`),
+            or a list of such folders (`file_name` is then relative to their common parent).
         order: "row" (pixel (r, c) is r*W + c + 1) or "col" (c*H + r + 1, DSB2018 solution files).
         id_col, rle_col: columns of the image id and the RLE string.
         height_col, width_col: optional size columns, checked against the image.
@@ -263,6 +292,8 @@ def convert_csv_rle(
         skip_bad, progress: as in `convert_kaggle`.
 
     A row with an empty RLE string adds no instance (an image listed with no object stays, empty).
+    Each image also gets `modality` (see `image_modality`), as `convert_masks` gives it, so that
+    on DSB2018 both converters write the same COCO instances and image fields.
 
     Example:
         >>> coco, stats = convert_csv_rle("stage1_solution.csv", "stage1_test", order="col",
@@ -272,7 +303,7 @@ def convert_csv_rle(
     frame = read_csv_table(csv, [id_col, rle_col, height_col, width_col, class_col, *extra_cols])
     table = _RleTable(frame, csv, id_col, rle_col, order, height_col, width_col, class_col, category, extra_cols)
     info = {"description": f"converted from {Path(csv).name} ({order}-major RLE)", "converter": "csv-rle"}
-    return _convert_rle_table(table, images, skip_bad, progress, info)
+    return _convert_rle_table(table, images, skip_bad, progress, info, modality=True)
 
 
 # --- DSB2018 mask folders ---------------------------------------------------------------------

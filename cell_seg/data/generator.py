@@ -3,7 +3,8 @@
 The only module of `cell_seg.data` that imports TensorFlow/Keras.
 
 Per sample: raw image (`CocoDataset.load_image`) and label map (`CocoDataset.load_labels`) ->
-`normalize_image` ("scale" or "minmax"; for "standard", "scale" first) -> augmentation of image
+resized by `scale` when it is not 1 (image interpolated, label map nearest; `Predictor` resizes
+images the same way and returns its outputs at the original size) -> `normalize_image` ("scale" or "minmax"; for "standard", "scale" first) -> augmentation of image
 and label map together (with the random crop in training mode) -> for "standard", `(x - mean) /
 std` -> targets from the augmented label map (`build_targets`) -> zero padding at the bottom and
 right to a multiple of `pad_multiple`.
@@ -37,7 +38,7 @@ from cell_seg.data.augment import build_augmentation
 from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.targets import build_targets, channel_names
 from cell_seg.errors import ConfigError, DataError
-from cell_seg.preprocess import NORMALIZATION_MODES, normalize_image, pad_to_multiple
+from cell_seg.preprocess import NORMALIZATION_MODES, normalize_image, pad_to_multiple, rescale
 
 
 class SegmentationSequence(keras.utils.PyDataset):
@@ -53,6 +54,7 @@ class SegmentationSequence(keras.utils.PyDataset):
         augment: preset name ("none", "light", "strong"), list of transform dicts, or None.
         normalization, mean, std, in_channels: see `cell_seg.preprocess.normalize_image`.
         border_width: ring width of the "border" target.
+        scale: resize image and label map by this factor first (e.g. 2.0 for small cells).
         shuffle: new random order every epoch (else file order).
         seed: seeds order and augmentation (None: random, fixed for this object).
         class_balanced: draw images with replacement, with probability inversely proportional to
@@ -83,6 +85,7 @@ class SegmentationSequence(keras.utils.PyDataset):
         std=None,
         in_channels=3,
         border_width=0,
+        scale=1.0,
         shuffle=True,
         seed=0,
         class_balanced=False,
@@ -135,6 +138,9 @@ class SegmentationSequence(keras.utils.PyDataset):
         self.mean, self.std = mean, std
         self.in_channels = in_channels
         self.border_width = border_width
+        if not float(scale) > 0:
+            raise ConfigError(f"scale must be positive, not {scale!r}")
+        self.scale = float(scale)
         self.shuffle = shuffle
         self.class_balanced = class_balanced
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
@@ -215,6 +221,8 @@ class SegmentationSequence(keras.utils.PyDataset):
                 f"{label_map.shape[0]}x{label_map.shape[1]}",
                 file=self.dataset.image_path(image_id),
             )
+        if self.scale != 1.0:
+            image, label_map = rescale(image, self.scale), rescale(label_map, self.scale, labels=True)
         mode = "scale" if self.normalization == "standard" else self.normalization
         x = normalize_image(image, mode, in_channels=self.in_channels)
         # A grayscale image repeated to 3 channels is augmented as one channel: a third of the

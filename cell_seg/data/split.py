@@ -152,3 +152,39 @@ def class_counts(coco, key="image_class"):
     """
     counts = Counter(str(image.get(key, MISSING)) for image in coco["images"])
     return dict(sorted(counts.items()))
+
+
+def source_groups(images, brightness, max_group=40):
+    """Group keys that approximate each image's source (experiment), for splits that hold out sources.
+
+    Images of one kind (`modality`) and size usually come from one experiment; such a set is
+    cut, in order of mean brightness, into bands of at most `max_group` images (and at most a
+    fifth of the set, so that even a small kind can give one band to validation). A split
+    grouped by these keys puts whole bands on one side, so the validation part holds images
+    whose source the training saw less, as a hidden test set does.
+
+    Args:
+        images: COCO image dicts with `width`, `height` and optionally `modality`.
+        brightness: one number per image (e.g. its mean intensity), same order.
+        max_group: largest band.
+
+    Returns:
+        One key per image, e.g. "fluorescence-256x256-3".
+
+    Example:
+        >>> images = [{"width": 8, "height": 8, "modality": "fluorescence"}] * 10
+        >>> source_groups(images, list(range(10)), max_group=4)[:4]
+        ['fluorescence-8x8-0', 'fluorescence-8x8-0', 'fluorescence-8x8-1', 'fluorescence-8x8-1']
+    """
+    if len(images) != len(brightness):
+        raise ValueError("one brightness value per image is needed")
+    sources = defaultdict(list)
+    for index, image in enumerate(images):
+        sources[f"{image.get('modality', MISSING)}-{image['width']}x{image['height']}"].append(index)
+    keys = [None] * len(images)
+    for source, members in sources.items():
+        size = max(1, min(int(max_group), -(-len(members) // 5)))
+        ordered = sorted(members, key=lambda index: (float(brightness[index]), index))
+        for position, index in enumerate(ordered):
+            keys[index] = f"{source}-{position // size}"
+    return keys
