@@ -143,3 +143,58 @@ def crop_to(array, shape):
         (30, 33, 2)
     """
     return np.asarray(array)[: int(shape[0]), : int(shape[1])]
+
+
+def scaled_shape(shape, scale):
+    """`(H, W)` of an image of shape `shape` resized by `scale` (rounded, at least 1).
+
+    Example:
+        >>> scaled_shape((520, 704), 2.0), scaled_shape((5, 7), 0.5)
+        ((1040, 1408), (2, 4))
+    """
+    return max(1, int(round(shape[0] * scale))), max(1, int(round(shape[1] * scale)))
+
+
+def resize_to(array, shape, labels=False):
+    """Resize an `H x W [x C]` array to `shape[:2]`, keeping its dtype and channel axis.
+
+    Images are interpolated bilinearly when enlarged and by pixel-area averaging when shrunk (no
+    aliasing); label maps (`labels=True`) take the nearest pixel, so ids are never mixed.
+
+    Example:
+        >>> resize_to(np.array([[1, 2], [3, 4]], np.int32), (4, 4), labels=True)[1:3, 1:3]
+        array([[1, 2],
+               [3, 4]], dtype=int32)
+        >>> resize_to(np.ones((4, 6, 1), np.float32), (2, 3)).shape
+        (2, 3, 1)
+    """
+    import cv2
+
+    array = np.asarray(array)
+    height, width = int(shape[0]), int(shape[1])
+    if array.shape[:2] == (height, width):
+        return array
+    if labels:
+        interpolation = cv2.INTER_NEAREST
+    elif height < array.shape[0] and width < array.shape[1]:
+        interpolation = cv2.INTER_AREA
+    else:
+        interpolation = cv2.INTER_LINEAR
+    source = array.astype(np.float32) if array.dtype == np.bool_ else array
+    out = cv2.resize(np.ascontiguousarray(source), (width, height), interpolation=interpolation)
+    if array.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel axis
+        out = out[..., None]
+    return out.astype(array.dtype, copy=False)
+
+
+def rescale(array, scale, labels=False):
+    """Resize an `H x W [x C]` array by `scale` (see `resize_to`); the array itself when scale is 1.
+
+    Example:
+        >>> rescale(np.zeros((520, 704), np.uint8), 2.0).shape
+        (1040, 1408)
+    """
+    array = np.asarray(array)
+    if float(scale) == 1.0:
+        return array
+    return resize_to(array, scaled_shape(array.shape, scale), labels=labels)

@@ -37,7 +37,7 @@ def test_follows_an_interaction_over_rounds():
 
 def test_keeps_the_start_when_nothing_is_better():
     best, value = coordinate_search(lambda params: 1.0, GRID, TUNE_START)
-    assert best == TUNE_START and value == 1.0
+    assert best == {name: TUNE_START[name] for name, _ in GRID} and value == 1.0
 
 
 def test_retuning_ignores_the_earlier_per_class_settings(monkeypatch):
@@ -60,3 +60,26 @@ def test_retuning_ignores_the_earlier_per_class_settings(monkeypatch):
     assert all("per_class" not in candidate for candidate in seen[:-1])
     assert settings["per_class"] == {name: {"fg_threshold": 0.8, "min_area": 100} for name in ("astro", "cort", "shsy5y")}
     assert [row["fg_threshold"] for row in table] == [0.8, 0.8, 0.8]
+
+
+def test_a_model_with_a_distance_channel_is_scored_and_tuned_in_the_distance_mode_too():
+    import cv2
+    import numpy as np
+
+    from cell_seg import evaluate
+    from cell_seg.data.targets import build_targets
+
+    channels = ["foreground", "border", "distance"]
+    assert evaluate.available_modes(channels) == ["components", "watershed", "distance"]
+    assert evaluate.available_modes(["foreground", "border"]) == ["components", "watershed"]
+    truth = np.zeros((40, 60), np.int32)
+    for k, (x, y, r) in enumerate([(12, 14, 9), (27, 14, 7), (44, 20, 10), (20, 30, 8)], start=1):
+        cv2.circle(truth, (x, y), r, k, -1)  # touching, overlapping disks: later ones win
+    probs = cv2.GaussianBlur(build_targets(truth, None, channels, 0), (0, 0), 1.0)
+    records = [{"key": "a", "class": None, "probs": probs, "truth": truth}]
+    report, settings = evaluate.evaluate_records(records, channels, tune=True)
+    assert list(report["modes"]) == ["components", "watershed", "distance"]
+    tuned = report["tuning"]["distance"]["settings"]
+    assert tuned["distance_threshold"] in evaluate.DISTANCE_THRESHOLDS and "min_seed_area" in tuned
+    assert report["modes"]["distance"]["map"] > report["modes"]["components"]["map"]
+    assert settings["mode"] == report["best_mode"]

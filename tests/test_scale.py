@@ -1,0 +1,127 @@
+"""Input upscaling (`data.scale`): resizing helpers, training samples, and the predictor's round trip."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cell_seg.errors import ModelError
+from cell_seg.preprocess import rescale, resize_to, scaled_shape
+
+SHAPE = (48, 64)
+
+
+def test_label_maps_survive_an_upscale_and_back():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 300, (11, 13)).astype(np.int32) * 70000  # ids beyond 16 bits stay exact
+    big = rescale(labels, 2.0, labels=True)
+    assert big.shape == (22, 26) and big.dtype == np.int32
+    np.testing.assert_array_equal(big[::2, ::2], labels)
+    assert set(np.unique(big)) == set(np.unique(labels))  # nearest: no mixed ids
+    np.testing.assert_array_equal(resize_to(big, labels.shape, labels=True), labels)
+    assert rescale(labels, 1.0, labels=True) is labels
+
+
+def test_images_and_probabilities_round_trip():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (10, 14)).astype(np.uint8)
+    big = rescale(image, 2.0)
+    assert big.shape == (20, 28) and big.dtype == np.uint8
+    probs = np.repeat(np.repeat(rng.uniform(0, 1, (10, 14, 3)).astype(np.float32), 2, 0), 2, 1)
+    small = resize_to(probs, (10, 14))  # area averaging gives 2 x 2 blocks back exactly
+    assert small.shape == (10, 14, 3) and small.dtype == np.float32
+    np.testing.assert_allclose(small, probs[::2, ::2], atol=1e-6)
+    assert resize_to(np.ones((8, 8, 1), np.float32), (4, 4)).shape == (4, 4, 1)
+    assert scaled_shape((520, 704), 1.5) == (780, 1056)
+
+
+# --- predictor --------------------------------------------------------------------------------
+
+
+def _predictor(override=None, **metadata):
+    from cell_seg.inference import Predictor
+
+    seen = []
+
+    def predict_normalized(x):
+        # A stand-in model: foreground = the image, no other channel; records the input size.
+        seen.append(x.shape[:2])
+        return x[..., :1].astype(np.float32)
+
+    meta = {"channels": ["foreground"], "normalization": {"mode": "scale"}, "in_channels": 1, "stride": 1, **metadata}
+    return Predictor(meta, predict_normalized, scale=override), seen
+
+
+def test_predictor_resizes_by_the_metadata_scale_and_returns_the_original_size():
+    image = np.zeros(SHAPE, np.uint8)
+    image[10:20, 10:30] = 255
+    predictor, seen = _predictor()
+    assert predictor.scale == 1.0  # old models: no "scale" in the metadata
+    predictor, seen = _predictor(scale=2.0)
+    assert predictor.scale == 2.0
+    probs = predictor.predict_probs(image)
+    assert seen == [(96, 128)] and probs.shape == SHAPE + (1,)
+    # Bilinear up and area averaging down: exact away from edges, a step softened by a quarter at most.
+    difference = np.abs(probs[..., 0] - image / 255.0)
+    assert difference.max() < 0.25 and difference[12:18, 12:28].max() < 1e-6 and difference[30:].max() < 1e-6
+    labels, instances = predictor.predict_instances(image, postprocess={"min_area": 1})
+    assert labels.shape == SHAPE and len(instances) == 1 and instances[0]["area"] == 200
+    seen.clear()
+    assert predictor.predict_probs(image, tta=True).shape == SHAPE + (1,)
+    assert seen == [(96, 128), (96, 128), (128, 96), (128, 96)] * 2  # every flip / rotation at the model's scale
+    seen.clear()
+    predictor.predict_probs(image, tile=64, overlap=16)  # tiles of the enlarged image
+    assert seen and all(max(s) <= 64 for s in seen)
+    override, seen = _predictor(override=0.5, scale=2.0)  # an explicit scale wins
+    override.predict_probs(image)
+    assert seen == [(24, 32)]
+
+
+def test_metadata_scale_is_checked(tmp_path):
+    from cell_seg.inference import read_metadata
+
+    meta = {"channels": ["foreground"], "normalization": {"mode": "scale"}, "in_channels": 1, "stride": 32}
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps({**meta, "scale": 2}))
+    assert read_metadata(path)["scale"] == 2
+    path.write_text(json.dumps({**meta, "scale": 0}))
+    with pytest.raises(ModelError, match="scale"):
+        read_metadata(path)
+
+
+# --- training samples ------------------------------------------------------------------------
+
+
+def test_training_samples_are_enlarged_with_nearest_labels(tmp_path):
+    pytest.importorskip("keras")
+    from cell_seg.data.generator import SegmentationSequence
+    from cell_seg.data.synthetic import write_synthetic_coco
+    from cell_seg.data.targets import build_targets
+
+    write_synthetic_coco(tmp_path, n_images=2, shape=SHAPE, seed=0, cells=(3, 6))
+    common = dict(channels=["foreground", "distance"], crop_size=None, augment="none", shuffle=False, in_channels=1)
+    plain = SegmentationSequence(tmp_path / "coco.json", tmp_path / "images", **common)
+    scaled = SegmentationSequence(tmp_path / "coco.json", tmp_path / "images", scale=2.0, **common)
+    image_id = plain.dataset.image_ids[0]
+    x, y = scaled.load_sample(image_id, pad=False)
+    assert x.shape == (96, 128, 1) and y.shape == (96, 128, 2)
+    label_map, classes = plain.dataset.load_labels(image_id)
+    big_labels = rescale(label_map, 2.0, labels=True)
+    np.testing.assert_array_equal(y, build_targets(big_labels, classes, ["foreground", "distance"], 1))
+    x_plain, _ = plain.load_sample(image_id, pad=False)
+    np.testing.assert_allclose(x[::2, ::2], x_plain, atol=0.5)  # roughly the same picture, twice the size
+
+
+def test_config_scale_reaches_the_sequences_and_the_run_metadata(tmp_path):
+    pytest.importorskip("keras")
+    from cell_seg.config import load_config
+    from cell_seg.data.synthetic import write_synthetic_coco
+    from cell_seg.io import read_json
+    from cell_seg.train import make_sequences, soft_channel_indices
+
+    write_synthetic_coco(tmp_path, n_images=4, shape=SHAPE, seed=0, cells=(3, 6))
+    coco = read_json(tmp_path / "coco.json")
+    config = load_config(None, ["data.scale=2", "data.channels=[foreground, border, distance]"])
+    train, val = make_sequences(config, coco, coco, tmp_path / "images", stride=32)
+    assert train.scale == val.scale == 2.0
+    assert soft_channel_indices(train.channel_names) == [2]
