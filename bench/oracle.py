@@ -1,17 +1,24 @@
-"""Oracle benchmark: how much can a border channel buy on Sartorius, given perfect probabilities?
+"""Oracle benchmark: how much can a border or distance channel buy on Sartorius, given perfect maps?
 
-For each image the "network output" is made from the ground truth itself:
-- baseline `components`: foreground = union of the cells, border = 0, connected components;
-- `watershed + contact border`: border = pixels whose 3x3 neighbourhood holds two different
-  cell labels (where cells touch), seeds grow back over the foreground;
-- `watershed + contact + k px ring`: the border also covers a k-pixel inner ring of every cell
-  (pixels whose (2k+1)x(2k+1) neighbourhood holds another label or background).
+For each image the "network output" is made from the ground truth itself, with the package's own
+target code (`cell_seg.data.targets.build_targets`, what training fits):
+- baseline `components`: foreground = union of the cells, connected components;
+- `watershed + contact border`: the "border" target with `border_width` 0 (pixels whose 3x3
+  neighbourhood holds another cell's label), seeds grow back over the foreground;
+- `watershed + contact + k px ring`: the "border" target with `border_width` k (also a k-pixel
+  inner ring of every cell, elliptic structuring element);
+- `distance (t)`: the "distance" target (per-cell distance to the outline over its maximum, 0 at
+  contacts); seeds are its cores above t, grown over the foreground (mode "distance").
+With `--blur S` every map is blurred (Gaussian, sigma S px) before post-processing, a crude
+stand-in for a network that cannot draw one-pixel lines: it shows how much of each
+representation survives; give several thresholds to see the best of each.
 Each is scored with the competition metric (`cell_seg.metrics.map_iou`) against the same ground
 truth label map (train.csv decoded, overlaps resolved with the later cell winning), per cell
 type, on a seeded subset (default 20 images per type) or on every image (--all).
 
 Usage:
     python bench/oracle.py [--data ../shared/data] [--per-type 20] [--all] [--seed 0] [--min-area 10]
+                           [--distance-thresholds 0.05 0.2 0.5] [--border-thresholds 0.5] [--blur 0]
 """
 
 import argparse
@@ -28,11 +35,12 @@ sys.path.insert(0, str(ROOT))
 
 from cell_seg.data import labels as labels_lib  # noqa: E402
 from cell_seg.data import rle as rle_codec  # noqa: E402
+from cell_seg.data.targets import build_targets  # noqa: E402
 from cell_seg.metrics import map_iou  # noqa: E402
 from cell_seg.postprocess import PostprocessConfig, to_instances  # noqa: E402
 
 SHAPE = (520, 704)
-CHANNELS = ["foreground", "border"]
+CHANNELS = ["foreground", "border", "distance"]
 
 
 def ground_truth(frame, image_id):
@@ -43,37 +51,22 @@ def ground_truth(frame, image_id):
     return label_map
 
 
-def window_has_other_label(label_map, radius, ignore_background):
-    """Pixels of a cell whose (2r+1)^2 window contains a different label (background counts
-    unless `ignore_background`)."""
-    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    as_float = label_map.astype(np.float32)  # exact for ids < 2**24
-    high = cv2.dilate(as_float, kernel)
-    if ignore_background:
-        low = -cv2.dilate(-np.where(label_map > 0, as_float, np.float32(np.inf)), kernel)
-    else:
-        low = cv2.erode(as_float, kernel)
-    return (label_map > 0) & (high != low)
+def oracle_probs(label_map, border_width=0, blur=0.0):
+    """Perfect foreground / border (with this ring width) / distance maps from the package's targets,
+    blurred with a Gaussian of sigma `blur` px when `blur` > 0."""
+    probs = build_targets(label_map, None, CHANNELS, 0, border_width=border_width)
+    return cv2.GaussianBlur(probs, (0, 0), blur) if blur > 0 else probs
 
 
-def oracle_probs(label_map, ring=None):
-    """Foreground = union; border = contact pixels (+ a ring of `ring` px), or none."""
-    foreground = (label_map > 0).astype(np.float32)
-    border = np.zeros_like(foreground)
-    if ring is not None:
-        border = window_has_other_label(label_map, 1, ignore_background=True)
-        if ring > 0:
-            border |= window_has_other_label(label_map, ring, ignore_background=False)
-        border = border.astype(np.float32)
-    return np.stack([foreground, border], axis=-1)
-
-
-VARIANTS = [
-    ("components (union only)", "components", None),
-    ("watershed + contact border", "watershed", 0),
-    ("watershed + contact + 1px ring", "watershed", 1),
-    ("watershed + contact + 2px ring", "watershed", 2),
-]
+def variants(distance_thresholds, border_thresholds=(0.5,)):
+    """(name, mode, border_width, postprocess overrides) of every variant, components first."""
+    rows = [("components (union only)", "components", 0, {})]
+    for width, name in ((0, "contact border"), (1, "contact + 1px ring"), (2, "contact + 2px ring")):
+        for b in border_thresholds:
+            suffix = f" (b={b:g})" if len(border_thresholds) > 1 else ""
+            rows.append((f"watershed + {name}{suffix}", "watershed", width, {"border_threshold": b}))
+    rows += [(f"distance (t={t:g})", "distance", 0, {"distance_threshold": t}) for t in distance_thresholds]
+    return rows
 
 
 def main(argv=None):
@@ -83,6 +76,11 @@ def main(argv=None):
     parser.add_argument("--all", action="store_true", help="use every image instead of the subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset")
     parser.add_argument("--min-area", type=int, default=PostprocessConfig().min_area, help="post-processing min_area")
+    parser.add_argument("--distance-thresholds", type=float, nargs="+", default=[0.05, 0.2, 0.5],
+                        help="distance-mode seed thresholds to score")
+    parser.add_argument("--border-thresholds", type=float, nargs="+", default=[0.5],
+                        help="watershed border thresholds to score")
+    parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur (sigma, px) of every map; 0 = perfect")
     args = parser.parse_args(argv)
 
     csv = Path(args.data) / "sartorius" / "train.csv"
@@ -100,32 +98,36 @@ def main(argv=None):
         )
     config = PostprocessConfig(min_area=args.min_area)
     print(f"{len(chosen)} images ({', '.join(f'{t} {n}' for t, n in chosen.value_counts().sort_index().items())}); "
-          f"post-processing {config.to_dict()}")
+          f"post-processing {config.to_dict()}; maps blurred with sigma {args.blur:g} px")
 
-    truths, predictions, seconds = [], {name: [] for name, _, _ in VARIANTS}, {name: 0.0 for name, _, _ in VARIANTS}
+    rows = variants(args.distance_thresholds, args.border_thresholds)
+    truths, predictions, seconds = [], {row[0]: [] for row in rows}, {row[0]: 0.0 for row in rows}
     for image_id in chosen.index:
         truth = ground_truth(frame, image_id)
         truths.append(truth)
-        for name, mode, ring in VARIANTS:
-            probs = oracle_probs(truth, ring)
+        probs_by_width = {}
+        for name, mode, border_width, overrides in rows:
+            if border_width not in probs_by_width:
+                probs_by_width[border_width] = oracle_probs(truth, border_width, args.blur)
+            probs = probs_by_width[border_width]
             start = time.perf_counter()
-            label_map, _ = to_instances(probs, CHANNELS, mode=mode, config=config)
+            label_map, _ = to_instances(probs, CHANNELS, mode=mode, config=config, **overrides)
             seconds[name] += time.perf_counter() - start
             predictions[name].append(label_map)
 
     classes = list(chosen.values)
     type_names = sorted(set(classes))
     n_true = sum(int(np.count_nonzero(np.bincount(m.ravel())[1:])) for m in truths)
-    header = f"{'variant':34s}" + "".join(f"{t:>9s}" for t in type_names)
+    header = f"{'variant':42s}" + "".join(f"{t:>9s}" for t in type_names)
     header += f"{'all':>9s}{'cells found':>13s}{'ms/img':>8s}{'vs base':>9s}"
     print(header)
     print("-" * len(header))
     baseline = None
-    for name, _, _ in VARIANTS:
+    for name, *_ in rows:
         result = map_iou(truths, predictions[name], classes=classes)
         found = sum(int(m.max()) for m in predictions[name]) / max(n_true, 1)
         baseline = result["map"] if baseline is None else baseline
-        row = f"{name:34s}" + "".join(f"{result['per_class'][t]:9.3f}" for t in type_names)
+        row = f"{name:42s}" + "".join(f"{result['per_class'][t]:9.3f}" for t in type_names)
         row += f"{result['map']:9.3f}{found:12.2f}x{1000 * seconds[name] / len(truths):8.1f}"
         row += f"{result['map'] / baseline:8.2f}x"
         print(row)
