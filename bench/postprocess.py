@@ -83,7 +83,7 @@ def baseline_instances(probs, mode, min_area=10):
     if mode == "components":
         _, label_map = cv2.connectedComponents((foreground > 0.5).astype(np.uint8))
     elif mode == "distance":
-        label_map = postprocess._watershed(foreground, None, config, seeds=probs[..., 2] > config.distance_threshold)
+        label_map = postprocess._distance_watershed(foreground, probs[..., 2], config)
     else:
         label_map = postprocess._watershed(foreground, probs[..., 1], postprocess.PostprocessConfig())
     instances = []

@@ -18,8 +18,11 @@ Three modes:
 - `distance`: for models with a "distance" channel (per-instance distance to the outline over its
   maximum, `cell_seg.data.targets`): seeds are connected components of `(foreground >
   fg_threshold) & (distance > distance_threshold)`, the cores of the cells, which stay apart
-  where cells touch because the distance falls to 0 along every contact; they grow over the
-  foreground with the same watershed as above (`_watershed` with these seeds).
+  where cells touch because the distance falls to 0 along every contact. They grow as in the
+  watershed mode, but first band by band down the distance map (`distance_levels` bands
+  between `distance_threshold` and 0, each flooded from what the previous one reached), so the
+  line between touching cells falls in the valley of the distance map, as with a watershed on
+  `-distance`, rather than halfway between the cores.
 
 In the watershed modes, seeds smaller than `min_seed_area` pixels are dropped before growing
 (their pixels go to a neighbouring seed, or form an instance of their own when nothing else
@@ -57,7 +60,8 @@ CLASS_MODES = ("image", "instance")
 CLASS_PREFIX = "class_"
 # Parameters that `per_class` may override.
 PER_CLASS_KEYS = (
-    "fg_threshold", "border_threshold", "distance_threshold", "seed_erosion", "min_seed_area", "min_area",
+    "fg_threshold", "border_threshold", "distance_threshold", "distance_levels", "seed_erosion", "min_seed_area",
+    "min_area",
     "fill_holes", "dilation", "min_score",
 )
 _CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -77,6 +81,8 @@ class PostprocessConfig:
         fg_threshold: a pixel is foreground when its foreground probability is > this.
         border_threshold: watershed seeds are foreground pixels with border probability < this.
         distance_threshold: distance-mode seeds are foreground pixels with distance > this.
+        distance_levels: distance mode: the seeds grow over the foreground in this many bands
+            of distance between `distance_threshold` and 0 before the rest (0: in one go).
         seed_erosion: erode seeds by this many pixels (elliptic kernel) before growing them.
         min_seed_area: drop seeds (connected components) smaller than this before growing them.
         min_area: instances with fewer pixels (after hole filling, before dilation) are removed.
@@ -105,6 +111,7 @@ class PostprocessConfig:
     fg_threshold: float = 0.5
     border_threshold: float = 0.5
     distance_threshold: float = 0.5
+    distance_levels: int = 3
     seed_erosion: int = 0
     min_seed_area: int = 0
     min_area: int = 10
@@ -178,7 +185,7 @@ def _check_values(values, where):
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{where}.{key}: must be a number in [0, 1], not {value!r}")
-    for key in ("seed_erosion", "min_seed_area", "min_area", "dilation"):
+    for key in ("seed_erosion", "min_seed_area", "min_area", "dilation", "distance_levels"):
         if key in values:
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -252,8 +259,7 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
     if mode == "components":
         label_map = _components(foreground > cfg.fg_threshold, cfg.connectivity)
     elif mode == "distance":
-        cores = probs[..., channels.index("distance")] > cfg.distance_threshold
-        label_map = _watershed(foreground, None, cfg, seeds=cores)
+        label_map = _distance_watershed(foreground, probs[..., channels.index("distance")], cfg)
     else:
         label_map = _watershed(foreground, border, cfg)
     if cfg.fill_holes:
@@ -490,13 +496,46 @@ def _components(mask, connectivity):
     return label_map
 
 
-def _watershed(foreground, border, cfg, seeds=None):
+def _flood(markers, region_u8, background_id):
+    """Grow `markers` (int32, 0 = unlabelled) over the 0/1 `region_u8` by geodesic distance.
+
+    Returns the int32 label map: the markers' ids inside the region, -1 on watershed lines
+    between them, 0 elsewhere (see `_watershed` for the relief and the moat).
+    """
+    outside_moat = cv2.dilate(region_u8, np.ones((3, 3), np.uint8)) ^ 1  # 1 beyond the moat
+    # Region 0, the moat 128, beyond it 255 (uint8 bit arithmetic).
+    relief = (region_u8 ^ 1) << 7 | outside_moat * 255
+    # Pad by one pixel: cv2.watershed marks the outermost frame as -1.
+    relief = cv2.copyMakeBorder(relief, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    padded = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=background_id)
+    np.copyto(padded[1:-1, 1:-1], background_id, where=outside_moat.view(bool))
+    label_map = np.ascontiguousarray(cv2.watershed(cv2.merge([relief, relief, relief]), padded)[1:-1, 1:-1])
+    label_map *= region_u8
+    np.copyto(label_map, 0, where=label_map == background_id)
+    return label_map
+
+
+def _distance_watershed(foreground, distance, cfg):
+    """The distance mode's segmentation core: cores above `distance_threshold` grown over the
+    foreground in `distance_levels` bands of distance, then over the rest (see `_watershed`)."""
+    steps = cfg.distance_levels + 1
+    levels = [distance > cfg.distance_threshold * k / steps for k in range(cfg.distance_levels, 0, -1)]
+    return _watershed(foreground, None, cfg, seeds=distance > cfg.distance_threshold, levels=levels)
+
+
+def _watershed(foreground, border, cfg, seeds=None, levels=None):
     """Marker watershed over the foreground mask; returns an int32 label map (ids may have gaps).
 
     Seeds: connected components of foreground & (border < border_threshold) (or foreground &
     `seeds` when that boolean map is given), eroded by `seed_erosion`, without those smaller
     than `min_seed_area`. A foreground component that contains no seed becomes a seed as a whole
     when `keep_unseeded` (else it is dropped), so every foreground component has a seed.
+
+    `levels`: optional boolean maps, nested and growing (e.g. distance > 0.15, > 0.1, > 0.05):
+    the seeds first grow over the first (with the foreground and what is already labelled), then
+    the result over the next, and only then over the whole foreground. Growing band by band down
+    a distance map puts the line between two cells in the valley between them, as a watershed
+    on `-distance` would, instead of halfway between their seeds.
 
     The seeds grow over the foreground by geodesic distance: `cv2.watershed` floods in order
     of the step between neighbouring pixel values, and the image is flat (0) on the foreground,
@@ -560,17 +599,12 @@ def _watershed(foreground, border, cfg, seeds=None):
         return np.zeros((height, width), np.int32)
 
     background_id = n_seeds
-    outside_moat = cv2.dilate(fg_u8, np.ones((3, 3), np.uint8)) ^ 1  # 1 beyond the moat
-    # Foreground 0, the moat 128, beyond it 255 (uint8 bit arithmetic).
-    relief = (fg_u8 ^ 1) << 7 | outside_moat * 255
-    seed_map = markers  # cv2.watershed overwrites its (padded) copy below
-    # Pad by one pixel: cv2.watershed marks the outermost frame as -1.
-    relief = cv2.copyMakeBorder(relief, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
-    markers = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=background_id)
-    np.copyto(markers[1:-1, 1:-1], background_id, where=outside_moat.view(bool))
-    label_map = np.ascontiguousarray(cv2.watershed(cv2.merge([relief, relief, relief]), markers)[1:-1, 1:-1])
-    label_map *= fg_u8
-    np.copyto(label_map, 0, where=label_map == background_id)
+    for level in levels or ():
+        # Lines between cells at this level (-1) become unlabelled and are flooded again below.
+        region = (fg_mask & level) | (markers > 0)
+        markers = np.maximum(_flood(markers, region.view(np.uint8), background_id), 0)
+    seed_map = markers
+    label_map = _flood(markers, fg_u8, background_id)
 
     flat = label_map.ravel()
     line_pixels = np.flatnonzero(flat < 0)

@@ -260,6 +260,24 @@ def test_distance_mode_recovers_touching_cells_from_exact_maps(seed):
     assert iou_matrix(truth, label_map).max(axis=1).min() > 0.75
 
 
+def test_distance_levels_put_the_line_between_unequal_cells_in_the_valley():
+    from cell_seg.metrics import iou_matrix
+
+    truth = np.zeros((40, 70), np.int32)
+    cv2.circle(truth, (20, 20), 16, 1, -1)
+    cv2.circle(truth, (45, 20), 9, 2, -1)  # a small cell against a large one
+    probs = cv2.GaussianBlur(distance_probs(truth), (0, 0), 1.0)
+    quality = {}
+    for levels in (0, 3):
+        label_map, instances = to_instances(probs, DISTANCE_CHANNELS, mode="distance", distance_threshold=0.5,
+                                            distance_levels=levels)
+        check_consistent(label_map, instances)
+        assert len(instances) == 2
+        quality[levels] = iou_matrix(truth, label_map).max(axis=1)
+    # Halfway between the cores the large cell takes part of the small one; down the valley it does not.
+    assert quality[0][1] < 0.92 and quality[3][1] > 0.95 and quality[3][0] > quality[0][0]
+
+
 def test_min_seed_area_drops_small_cores():
     probs = np.zeros((12, 30, 2), np.float32)
     probs[2:10, 2:28, 0] = 0.9  # one foreground blob ...
@@ -282,6 +300,8 @@ def test_distance_settings_are_checked_and_per_class():
         PostprocessConfig(distance_threshold=1.2)
     with pytest.raises(ConfigError, match="min_seed_area"):
         PostprocessConfig(min_seed_area=-1)
+    with pytest.raises(ConfigError, match="distance_levels"):
+        PostprocessConfig(distance_levels=1.5)
 
 
 # --- holes and dilation ------------------------------------------------------------------------
