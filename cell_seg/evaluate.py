@@ -278,14 +278,16 @@ def main(argv=None):
     from cell_seg.data.coco import validate_coco
     from cell_seg.errors import DataError
     from cell_seg.inference import Predictor
-    from cell_seg.io import read_json
+    from cell_seg.io import make_folder, read_json
 
     coco = validate_coco(read_json(args.coco), args.coco)  # bad ground truth fails before the model loads
     if not coco["images"]:
         raise DataError("no images to evaluate", file=args.coco, field="images")
-    predictor = Predictor.load(args.model)
     model_path = Path(args.model)
     out = args.out or (model_path if model_path.is_dir() and not (model_path / "saved_model.pb").exists() else ".")
+    if args.out:
+        make_folder(out)  # an --out that cannot be written fails now, not after predicting every image
+    predictor = Predictor.load(args.model)
     report = evaluate_run(model_path, coco=coco, images=args.images, tune=args.tune,
                           predictor=predictor, out_dir=out, tta=args.tta, source=args.coco)
     print(f"mAP {report['summary']['map']:.3f} on {report['images']} images ({describe_best_mode(report)}); "

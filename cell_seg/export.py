@@ -262,20 +262,22 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
         PosixPath('exported/demo')
     """
     from cell_seg.inference import Predictor
+    from cell_seg.io import make_folder
 
     out_dir = Path(out_dir)
     _check_destination(out_dir, model_path)
-    predictor = Predictor.load(model_path)
-    if predictor.keras_model is None:
-        raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
-    metadata = export_metadata(predictor, model_path)
-    metadata["weights_dtype"] = weights_dtype
+    # The staging folder first: an --out that cannot be written fails before the model loads.
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(out_dir.parent)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as error:  # name the folder the user gave, not the hidden staging folder
         raise type(error)(error.errno, error.strerror, str(out_dir)) from None
     try:
+        predictor = Predictor.load(model_path)
+        if predictor.keras_model is None:
+            raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
+        metadata = export_metadata(predictor, model_path)
+        metadata["weights_dtype"] = weights_dtype
         import tensorflow as tf
 
         module, signatures = build_module(predictor.keras_model, metadata, weights_dtype)

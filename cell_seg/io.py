@@ -4,6 +4,7 @@ Only numpy and OpenCV (tifffile for TIFF when installed), so this runs in offlin
 """
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -30,8 +31,12 @@ def atomic_path(path):
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _make_parent(path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as error:
+            reason = (error.strerror or str(error)).lower()
+            raise type(error)(error.errno, f"cannot create a file in {path.parent} ({reason})", str(path)) from None
         os.close(fd)
         try:
             yield tmp
@@ -45,7 +50,7 @@ def atomic_path(path):
         os.replace(tmp, path)
     except OSError as error:
         # Users gave `path`: name it, not the hidden temporary file (or the folder) the failure was about.
-        if error.filename in (None, tmp, str(path.parent), path.parent):
+        if error.filename is None or _is_ours(error.filename, path):
             raise _naming(error, path) from None
         raise
     finally:
@@ -53,10 +58,40 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def _is_ours(filename, path):
+    """Whether an OSError's file name is `path`'s folder or one of the hidden files made beside it."""
+    filename = Path(os.fsdecode(filename))
+    return filename == path.parent or (filename.parent == path.parent and filename.name.startswith(f".{path.name}."))
+
+
+def _make_parent(path):
+    """Create `path`'s folder; a file where a folder should be is NotADirectoryError naming `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(errno.ENOTDIR, f"{blocking} is a file, not a folder", str(path)) from None
+
+
+def make_folder(folder):
+    """Create `folder` (and its parents); errors are OSErrors naming `folder` itself.
+
+    Example:
+        >>> make_folder("/etc/hostname/run")  # doctest: +SKIP
+        NotADirectoryError: [Errno 20] /etc/hostname is a file, not a folder: '/etc/hostname/run'
+    """
+    folder = Path(folder)
+    _make_parent(folder / "x")
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise _naming(error, folder) from None
+    return folder
+
+
 def _naming(error, path):
     """The same kind of OSError as `error`, naming `path` (e.g. 'out.json: No space left on device')."""
-    renamed = type(error)(error.errno, error.strerror or str(error), str(path))
-    return renamed
+    return type(error)(error.errno, error.strerror or str(error), str(path))
 
 
 @contextlib.contextmanager
@@ -76,10 +111,14 @@ def atomic_folder(folder):
     folder = Path(folder)
     staging = None
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(folder)
         if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(20, "exists and is not a folder", str(folder))
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+            raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(folder))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        except OSError as error:
+            reason = (error.strerror or str(error)).lower()
+            raise type(error)(error.errno, f"cannot create a folder in {folder.parent} ({reason})", str(folder)) from None
         yield staging
         folder.mkdir(exist_ok=True)
         for item in sorted(staging.rglob("*")):
@@ -89,8 +128,8 @@ def atomic_folder(folder):
             else:
                 os.replace(item, target)
     except OSError as error:
-        if error.filename is None or (staging is not None and str(staging) in str(error.filename)) \
-                or str(error.filename) == str(folder.parent):
+        inside = staging is not None and Path(os.fsdecode(error.filename or "")).is_relative_to(staging)
+        if error.filename is None or inside or _is_ours(error.filename, folder):
             raise _naming(error, folder) from None
         raise
     finally:
@@ -121,6 +160,14 @@ def read_json(path):
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise DataError(f"not valid JSON ({error.msg}: line {error.lineno}, column {error.colno})", file=path) from None
+    except UnicodeDecodeError as error:
+        raise DataError(not_utf8(error), file=path) from None
+
+
+def not_utf8(error):
+    """'not UTF-8 text (byte 0x89 at offset 33)' for a UnicodeDecodeError: a binary or mis-encoded file."""
+    byte = error.object[error.start:error.start + 1].hex() if error.object else "?"
+    return f"not UTF-8 text (byte 0x{byte} at offset {error.start}); a binary or mis-encoded file"
 
 
 def read_image(path):

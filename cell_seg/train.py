@@ -26,7 +26,7 @@ from cell_seg.cli import run_main
 from cell_seg.config import describe_fields, load_config, save_config
 from cell_seg.data.coco import validate_coco
 from cell_seg.errors import ConfigError, DataError
-from cell_seg.io import read_json, write_json_atomic
+from cell_seg.io import make_folder, read_json, write_json_atomic
 
 # Fewer validation images than this: the printed score comes with a warning that it is noisy.
 FEW_VALIDATION_IMAGES = 20
@@ -359,16 +359,16 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
     """
     # Data first: a bad path fails in a second, before TensorFlow loads or a run directory appears.
     train_coco, val_coco, images = resolve_data(config)
+    if not resume:
+        config.out_dir = str(fresh_run_directory(config))
+    run_dir = run_directory(config)
+    make_folder(run_dir)  # an --out that cannot be written fails here, before TensorFlow loads
 
     import keras
 
     from cell_seg.losses import build_loss, build_metrics
     from cell_seg.models import build_model, load_model, model_stride
 
-    if not resume:
-        config.out_dir = str(fresh_run_directory(config))
-    run_dir = run_directory(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
     set_seeds(config.train.seed)
     if config.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -406,9 +406,6 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
             initial_epoch = completed_epochs(run_dir)
             print(f"continuing {run_dir} from {last} at epoch {initial_epoch}", file=sys.stderr)
         else:
-            if resume and (run_dir / "backup").exists():
-                print(f"resuming {run_dir} from its backup/ (the interrupted epoch restarts from the last backup)",
-                      file=sys.stderr)
             model = build_model(config.model, len(channels))
         model.compile(
             optimizer=make_optimizer(config.train),
@@ -526,6 +523,10 @@ def resume_plan(config, run_dir, evaluate=True):
     done = completed_epochs(run_dir)
     finished = not (run_dir / "backup").exists() and (run_dir / "model.keras").is_file()
     metrics = run_dir / "metrics.json"
+    if (run_dir / "backup").exists():
+        print(f"resuming {run_dir} from its backup/: epoch {done + 1} of {config.train.epochs} restarts from the "
+              "last backup (weights, optimiser and epoch as they were)", file=sys.stderr)
+        return True
     if finished and done >= config.train.epochs:
         if metrics.is_file() or not evaluate:
             print(f"{run_dir} already finished {done} of {config.train.epochs} epochs: nothing to resume, "

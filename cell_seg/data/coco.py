@@ -290,6 +290,10 @@ def validate_coco(coco, source):
         name = image.get("file_name")
         if not isinstance(name, str) or not name.strip():
             raise DataError(f"image id {image['id']!r} has no file_name", file=source, field="file_name")
+        image_class = image.get("image_class")
+        if image_class is not None and not isinstance(image_class, (str, int)):
+            raise DataError(f"image id {image['id']!r}: image_class must be a string, not {type(image_class).__name__}",
+                            file=source, field="image_class")
         for key in ("height", "width"):
             if key in image and image[key] is not None and not (_is_count(image[key]) and image[key] > 0):
                 raise DataError(f"image id {image['id']!r}: {key} must be a positive integer, not {image[key]!r}"[:200],
@@ -329,7 +333,7 @@ def coco_stats(coco):
         >>> coco_stats(builder.build()[0]).summary()
         '1 images, 2 instances (cell 2), 0 empty images, 3 overlapping pixels'
     """
-    names = {category["id"]: category["name"] for category in coco.get("categories", [])}
+    names = {category["id"]: str(category.get("name", category["id"])) for category in coco.get("categories") or []}
     stats = ConversionStats(per_class={names[i]: 0 for i in sorted(names, key=lambda i: names[i])}, row_unit=None)
     by_image = {image["id"]: [] for image in coco["images"]}
     sizes = {image["id"]: (image["height"], image["width"]) for image in coco["images"]

@@ -125,7 +125,7 @@ class _RleTable:
         for column, axis in ((height_col, 0), (width_col, 1)):
             if column is not None:
                 values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64, na_value=np.nan, copy=True)
-                values[values != np.round(values)] = np.nan
+                values[(values != np.round(values)) | ~np.isfinite(values)] = np.nan  # 8.5, inf: not sizes
                 self.sizes.append((column, values, axis))
         self.extras = {column: table[column].to_numpy() for column in extra_cols}
         self.groups = table.groupby(id_col, sort=True).indices  # id -> row positions in file order
@@ -489,6 +489,15 @@ def polygon_indices(rings, shape):
 
 
 def _parse_polygon_line(text, jsonl, line):
+    try:  # lines are read with surrogateescape so one bad line is named, not the whole file
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DataError(f"not UTF-8 text (column {error.start + 1}); a binary or mis-encoded line",
+                        file=jsonl, row=line) from None
+    return _parse_polygon_json(text, jsonl, line)
+
+
+def _parse_polygon_json(text, jsonl, line):
     """(id, annotations list) of one JSONL line, checked for shape."""
     try:
         record = json.loads(text)
@@ -561,7 +570,7 @@ def convert_polygons(jsonl, images, skip_bad=False, progress=False):
     builder = CocoBuilder([], info={"description": f"converted from {jsonl.name} (polygons)", "converter": "polygons"})
     builder.stats.row_unit = "polygons"
     records, seen = [], {}
-    with open(jsonl) as handle:
+    with open(jsonl, encoding="utf-8", errors="surrogateescape") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue

@@ -143,6 +143,8 @@ def decode_rle(rle, shape, order="row"):
     """
     numpy_order = _numpy_order(order)
     height, width = int(shape[0]), int(shape[1])
+    if height < 0 or width < 0:
+        raise DataError(f"image size {height} x {width} is negative")
     flat = np.zeros(height * width, np.uint8)
     flat[rle_to_indices(rle, (height, width), order)] = 1
     return flat.reshape((height, width), order=numpy_order)
