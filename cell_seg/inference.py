@@ -242,20 +242,31 @@ class Predictor:
                 postprocess = json.loads(tuned.read_text())
             except json.JSONDecodeError as error:
                 raise DataError(f"not valid JSON ({error.msg})", file=tuned) from None
-        from cell_seg.models import load_model
+        import keras
 
-        import tensorflow as tf
+        from cell_seg.models import load_model
 
         model = load_model(keras_file, compile=False)
         stride = int(metadata["stride"])
-        # A graph with unknown height and width: traced once, about 2x faster than the eager call on CPU
-        # (bench/inference.py), and the same computation as the exported SavedModel.
-        graph = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
-                            input_signature=[tf.TensorSpec([None, None, None, int(metadata["in_channels"])], tf.float32)])
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # A graph with unknown height and width: traced once, about 2x faster than the eager call on
+            # CPU (bench/inference.py), and the same computation as the exported SavedModel.
+            graph = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
+                                input_signature=[tf.TensorSpec([None, None, None, int(metadata["in_channels"])],
+                                                               tf.float32)])
+
+            def run_batch(batch):
+                return graph(batch).numpy()
+        else:
+            # JAX / PyTorch: Keras compiles its predict step once per input shape.
+            def run_batch(batch):
+                return np.asarray(model.predict_on_batch(batch))
 
         def predict_normalized(x):
             padded, _ = pad_to_multiple(x, stride)
-            return crop_to(graph(padded[None]).numpy()[0], x.shape[:2]).astype(np.float32)
+            return crop_to(run_batch(padded[None])[0], x.shape[:2]).astype(np.float32)
 
         return cls(metadata, predict_normalized, postprocess=postprocess, source=str(keras_file), keras_model=model)
 

@@ -376,8 +376,9 @@ class _ChannelOverlap(keras.metrics.Metric):
         self.pred_sum.assign_add(ops.sum(pred * weight))
 
     def reset_state(self):
+        # ops.zeros(shape), not ops.zeros_like(variable): a KerasVariable is no array on JAX.
         for variable in self.variables:
-            variable.assign(ops.zeros_like(variable))
+            variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
     def get_config(self):
         config = super().get_config()
