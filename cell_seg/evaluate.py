@@ -204,8 +204,9 @@ def evaluate_records(records, channels, postprocess=None, tune=False, modes=None
     return report, {"mode": best_mode, **best_settings}
 
 
-def print_report(report, file=sys.stderr):
-    """A small terminal table: mAP per mode and class, and the tuned settings."""
+def print_report(report, file=None):
+    """A small terminal table on `file` (default stderr): mAP per mode and class, and the tuned settings."""
+    file = sys.stderr if file is None else file
     for mode, metrics in report["modes"].items():
         per_class = ", ".join(f"{k} {v:.3f}" for k, v in metrics.get("per_class", {}).items())
         extra = f" ({per_class})" if per_class else ""

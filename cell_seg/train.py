@@ -63,8 +63,11 @@ def resolve_data(config):
         images = Path(data.images) if data.images else default_images
         from cell_seg.data.split import split_coco
 
+        # COCO files from other tools have no image_class: a plain seeded split, as cell_seg.split does.
+        stratify = "image_class" if any("image_class" in image for image in coco["images"]) else None
         train_coco, val_coco = split_coco(
-            coco, val_fraction=data.val_fraction, seed=data.split_seed, group=split_group(coco, data.split_group, coco_path)
+            coco, val_fraction=data.val_fraction, seed=data.split_seed, stratify=stratify,
+            group=split_group(coco, data.split_group, coco_path),
         )
     if not images.is_dir():
         raise DataError("image folder not found (config key data.images)", file=images)
