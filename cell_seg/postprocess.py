@@ -475,6 +475,21 @@ def _neighbour_max(label_map, pixels, steps):
     )
 
 
+def _neighbour_uphill(label_map, uphill, pixels, steps):
+    """Label of the labelled neighbour (`steps`) of each flat pixel with the highest `uphill` value
+    (0 when no neighbour is labelled)."""
+    height, width = label_map.shape
+    rows, cols = np.divmod(pixels, width)
+    labels, heights = [], []
+    for dr, dc in steps:
+        r, c = np.clip(rows + dr, 0, height - 1), np.clip(cols + dc, 0, width - 1)
+        label = label_map[r, c]
+        labels.append(label)
+        heights.append(np.where(label > 0, uphill[r, c], -np.inf))
+    best = np.argmax(heights, axis=0)
+    return np.take_along_axis(np.array(labels), best[None], axis=0)[0]
+
+
 def _as_probs(probs, channels):
     probs = np.asarray(probs)
     if probs.ndim == 2:
@@ -520,10 +535,10 @@ def _distance_watershed(foreground, distance, cfg):
     foreground in `distance_levels` bands of distance, then over the rest (see `_watershed`)."""
     steps = cfg.distance_levels + 1
     levels = [distance > cfg.distance_threshold * k / steps for k in range(cfg.distance_levels, 0, -1)]
-    return _watershed(foreground, None, cfg, seeds=distance > cfg.distance_threshold, levels=levels)
+    return _watershed(foreground, None, cfg, seeds=distance > cfg.distance_threshold, levels=levels, uphill=distance)
 
 
-def _watershed(foreground, border, cfg, seeds=None, levels=None):
+def _watershed(foreground, border, cfg, seeds=None, levels=None, uphill=None):
     """Marker watershed over the foreground mask; returns an int32 label map (ids may have gaps).
 
     Seeds: connected components of foreground & (border < border_threshold) (or foreground &
@@ -535,7 +550,9 @@ def _watershed(foreground, border, cfg, seeds=None, levels=None):
     the seeds first grow over the first (with the foreground and what is already labelled), then
     the result over the next, and only then over the whole foreground. Growing band by band down
     a distance map puts the line between two cells in the valley between them, as a watershed
-    on `-distance` would, instead of halfway between their seeds.
+    on `-distance` would, instead of halfway between their seeds. With `uphill` (the distance
+    map) a watershed-line pixel goes to the labelled 8-neighbour with the highest `uphill`
+    value, the cell it would drain into, rather than to a seed or the largest id.
 
     The seeds grow over the foreground by geodesic distance: `cv2.watershed` floods in order
     of the step between neighbouring pixel values, and the image is flat (0) on the foreground,
@@ -608,7 +625,10 @@ def _watershed(foreground, border, cfg, seeds=None, levels=None):
 
     flat = label_map.ravel()
     line_pixels = np.flatnonzero(flat < 0)
-    if line_pixels.size:
+    if line_pixels.size and uphill is not None:
+        flat[line_pixels] = 0
+        flat[line_pixels] = _neighbour_uphill(label_map, uphill, line_pixels, _RING)
+    elif line_pixels.size:
         # A line pixel next to a seed (8-neighbours) belongs to it: on a two-pixel border band
         # each side touches its own cell's seed. Otherwise: its largest 8-neighbour label.
         flat[line_pixels] = 0
