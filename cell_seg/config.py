@@ -110,7 +110,7 @@ class TrainConfig:
 class EvalConfig:
     """Post-processing used after training and by evaluate/predict (overridden by a tuned postprocess.json)."""
 
-    mode: str = "watershed"  # components | watershed
+    mode: str = "watershed"  # components | watershed | distance
     postprocess: dict = field(default_factory=dict)  # PostprocessConfig fields, e.g. {fg_threshold: 0.5}
     tune: bool = True  # tune post-processing on the validation set after training
 
@@ -138,7 +138,7 @@ _CHOICES = {
     "train.strategy": STRATEGIES,
     "train.schedule": SCHEDULES,
     "train.optimizer": OPTIMIZERS,
-    "eval.mode": ("components", "watershed"),
+    "eval.mode": ("components", "watershed", "distance"),
 }
 
 
