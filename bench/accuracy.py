@@ -125,7 +125,9 @@ def report(dataset, config, run_dir, train_seconds):
         "tuned_postprocess": read_json(run_dir / "postprocess.json") if (run_dir / "postprocess.json").is_file() else None,
         "published": PUBLISHED[dataset],
     }
-    out = ROOT / "bench" / "results" / f"{dataset}_{result['model']}"
+    result["run"] = config.name
+    result["encoder_weights"] = config.model.encoder_weights
+    out = ROOT / "bench" / "results" / config.name
     write_json_atomic(result, out.with_suffix(".json"), indent=2)
     lines = [
         f"# {dataset}: {result['model']} ({result['train_seconds'] / 60:.0f} min training, {result['epochs_trained']} epochs, "

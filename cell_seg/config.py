@@ -22,6 +22,9 @@ NORMALIZATIONS = ("scale", "minmax", "standard")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 SCHEDULES = ("plateau", "cosine", "constant")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: train.mixed_precision values -> Keras dtype policy (true means float16, as before bfloat16 was offered).
+MIXED_PRECISION_POLICIES = {"false": None, "true": "mixed_float16", "float16": "mixed_float16",
+                            "bfloat16": "mixed_bfloat16"}
 
 
 @dataclass
@@ -47,8 +50,8 @@ class DataConfig:
     std: Optional[Any] = None
     class_balanced: bool = False  # sample images inversely to their class frequency
     steps_per_epoch: Optional[int] = None  # default: one pass over the training images
-    workers: int = 1  # PyDataset workers (threads unless use_multiprocessing)
-    use_multiprocessing: bool = False
+    workers: int = 1  # threads (or processes with use_multiprocessing) that build training batches
+    use_multiprocessing: bool = False  # build training batches in `workers` spawned processes (scales with cores)
     max_val_images: Optional[int] = None  # cap validation images (quick runs)
 
 
@@ -57,8 +60,8 @@ class ModelConfig:
     """Which network; see cell_seg.models.build_model."""
 
     name: str = "unet"  # unet | fpn | linknet (segmentation-models) | fcn | unet_plain
-    backbone: str = "efficientnetb0"  # any segmentation-models backbone
-    encoder_weights: Optional[str] = None  # null | path to a local weights file | imagenet (needs internet)
+    backbone: str = "efficientnetb0"  # any segmentation-models backbone, or efficientnet_lite0/1/2 (unet only)
+    encoder_weights: Optional[str] = None  # null | path to a local weights file | imagenet (offline for efficientnet_lite*; a download for sm backbones)
     encoder_freeze: bool = False
     decoder_filters: Optional[list] = None  # Unet decoder widths, default [256, 128, 64, 32, 16]
     filters: int = 16  # base width of fcn / unet_plain
@@ -98,7 +101,7 @@ class TrainConfig:
     monitor: str = "val_loss"  # metric that picks the best checkpoint
     validation_freq: int = 1  # validate every N epochs (whole-image validation is slow on CPU)
     seed: int = 0
-    mixed_precision: bool = False  # float16 compute on GPUs
+    mixed_precision: Any = False  # false | float16 (or true) | bfloat16: compute dtype, weights stay float32
     xla: bool = False  # jit_compile; slower on CPU
     strategy: str = "auto"  # auto | default | mirrored | multiworker (TF_CONFIG)
     backup_every_batches: Optional[int] = None  # resume point inside an epoch (default: each epoch)
@@ -139,7 +142,27 @@ _CHOICES = {
     "train.schedule": SCHEDULES,
     "train.optimizer": OPTIMIZERS,
     "eval.mode": ("components", "watershed", "distance"),
+    "train.mixed_precision": tuple(MIXED_PRECISION_POLICIES),
 }
+
+
+def _choice_text(value):
+    """How a value is compared with `_CHOICES`: YAML booleans as `true` / `false`."""
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def mixed_precision_policy(value):
+    """The Keras dtype policy for a `train.mixed_precision` value, or None for plain float32.
+
+    Example:
+        >>> mixed_precision_policy(True), mixed_precision_policy("bfloat16"), mixed_precision_policy(False)
+        ('mixed_float16', 'mixed_bfloat16', None)
+    """
+    key = _choice_text(value)
+    if key not in MIXED_PRECISION_POLICIES:
+        raise ConfigError(f"config key 'train.mixed_precision' must be one of "
+                          f"{', '.join(MIXED_PRECISION_POLICIES)}, not {value!r}")
+    return MIXED_PRECISION_POLICIES[key]
 
 
 def _all_keys():
@@ -210,7 +233,7 @@ def _set(config, key, value):
     f = fields[name]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     value = _coerce(key, value, f.type, default)
-    if key in _CHOICES and value not in _CHOICES[key]:
+    if key in _CHOICES and _choice_text(value) not in _CHOICES[key]:
         raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, not {value!r}")
     setattr(target, name, value)
 

