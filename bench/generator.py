@@ -11,8 +11,15 @@ Measured in the same run, on the same images (520 x 704, shuffled with a fixed s
   `cv2.dilate` per cell), then the same augmentation of image + 2-channel target. 1 thread.
 Reported as images per second and the ratio project / baseline.
 
+Then the project's training crops (256 x 256) built by worker processes
+(`cell_seg.data.workers.BatchProcessPool`, what `data.use_multiprocessing: true` uses) with 1, 2
+and all cores' processes, read in order from `batch_stream` as `model.fit` reads them, after a
+warm-up of two batches per process (the spawned workers start first); reported as crops per second
+and the ratio to one process.
+
 Usage:
     python bench/generator.py [--data ../shared/data] [--batches 40] [--baseline-batches 10]
+                              [--process-batches 60] [--processes-only]
 """
 
 import argparse
@@ -79,11 +86,45 @@ def images_per_second(make_batch, n_batches, workers):
     return n_batches * BATCH_SIZE / (time.perf_counter() - start)
 
 
+def crops_per_second_with_processes(sequence, processes, n_batches):
+    """Crops per second read from `batch_stream` over a pool of `processes` workers (after warm-up)."""
+    from cell_seg.data.generator import batch_stream
+    from cell_seg.data.workers import BatchProcessPool
+
+    with BatchProcessPool(sequence, processes=processes) as pool:
+        stream = batch_stream(sequence, pool, epoch=0)
+        for _ in range(2 * processes):  # the workers start (spawn) and fill the queue
+            next(stream)
+        start = time.perf_counter()
+        for _ in range(n_batches):
+            next(stream)
+        return n_batches * BATCH_SIZE / (time.perf_counter() - start)
+
+
+def process_table(dataset, n_batches):
+    """Print crops/s with 1, 2 and all-cores worker processes and the ratio to one process."""
+    from cell_seg.data.generator import SegmentationSequence
+    from cell_seg.data.workers import default_processes
+
+    sequence = SegmentationSequence(dataset, channels=("foreground", "border"), batch_size=BATCH_SIZE, crop_size=256,
+                                    augment="strong", seed=0, steps_per_epoch=n_batches + 64)
+    cores = default_processes()
+    counts = sorted({1, 2, cores})
+    rates = {count: crops_per_second_with_processes(sequence, count, n_batches) for count in counts}
+    print(f"\ncrop 256, worker processes ({cores} cores; {n_batches} batches of {BATCH_SIZE} after warm-up)")
+    print(f"{'processes':<16}{'crops/s':>10}{'vs 1 process':>15}")
+    for count in counts:
+        label = f"{count} (all)" if count == cores else str(count)
+        print(f"{label:<16}{rates[count]:>10.1f}{rates[count] / rates[1]:>14.2f}x")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
     parser.add_argument("--batches", type=int, default=40, help="timed batches per project configuration")
     parser.add_argument("--baseline-batches", type=int, default=10, help="timed batches per baseline configuration")
+    parser.add_argument("--process-batches", type=int, default=60, help="timed batches per worker-process count")
+    parser.add_argument("--processes-only", action="store_true", help="only the worker-process table")
     args = parser.parse_args(argv)
     folder = Path(args.data) / "sartorius"
     coco_path, images_dir = folder / "coco_reference.json", folder / "train"
@@ -96,6 +137,9 @@ def main(argv=None):
 
     coco = read_json(coco_path)
     dataset = CocoDataset(coco, images_dir)
+    if args.processes_only:
+        process_table(dataset, args.process_batches)
+        return 0
     index = COCO()
     index.dataset = coco
     index.createIndex()
@@ -122,6 +166,7 @@ def main(argv=None):
     print(f"{'images':<16}{'threads':>8}{'project img/s':>15}{'seed-style img/s (1 thread)':>29}{'ratio':>8}")
     for label, workers, ours, theirs in rows:
         print(f"{label:<16}{workers:>8}{ours:>15.1f}{theirs:>29.1f}{ours / theirs:>7.1f}x")
+    process_table(dataset, args.process_batches)
     return 0
 
 

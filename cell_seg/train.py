@@ -373,8 +373,10 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
     from cell_seg.models import build_model, load_model, model_stride
 
     set_seeds(config.train.seed)
-    if config.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    from cell_seg.config import mixed_precision_policy
+
+    policy = mixed_precision_policy(config.train.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy or "float32")  # also undoes an earlier run's policy
 
     strategy = make_strategy(config.train.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -418,27 +420,40 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
         )
     callbacks = make_callbacks(config, run_dir) + list(extra_callbacks)
     train_seq.set_epoch(initial_epoch)
+    pool = None
+    if config.data.use_multiprocessing and config.data.workers > 1:
+        from cell_seg.data.workers import BatchProcessPool
+
+        # Spawned processes (safe after the backend started its threads) build the training batches.
+        pool = BatchProcessPool(train_seq, processes=config.data.workers)
     if is_tensorflow_backend():
         # Our own tf.data wrappers: Keras' PyDataset adapter fixes the batch shape from the first
         # batch on TensorFlow, which breaks validation on whole images of different sizes.
         from cell_seg.data.generator import to_tf_dataset
 
-        train_data, val_data = to_tf_dataset(train_seq).repeat(), to_tf_dataset(val_seq).repeat()
+        train_data, val_data = to_tf_dataset(train_seq, pool=pool).repeat(), to_tf_dataset(val_seq).repeat()
     else:
-        # JAX / PyTorch take the PyDatasets as they are (jax.jit compiles once per batch shape).
-        train_data, val_data = train_seq, val_seq
-    history = model.fit(
-        train_data,
-        steps_per_epoch=len(train_seq),
-        validation_data=val_data,
-        validation_steps=validation_steps,
-        validation_freq=config.train.validation_freq,
-        shuffle=False,  # the sequences shuffle, seeded per epoch
-        epochs=config.train.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=keras_verbosity(config.train.verbose),
-    )
+        # JAX / PyTorch: the same batches, in the same order, from a generator; validation from the
+        # PyDataset (jax.jit compiles once per batch shape).
+        from cell_seg.data.generator import batch_stream
+
+        train_data, val_data = batch_stream(train_seq, pool), val_seq
+    try:
+        history = model.fit(
+            train_data,
+            steps_per_epoch=len(train_seq),
+            validation_data=val_data,
+            validation_steps=validation_steps,
+            validation_freq=config.train.validation_freq,
+            shuffle=False,  # the sequences shuffle, seeded per epoch
+            epochs=config.train.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=keras_verbosity(config.train.verbose),
+        )
+    finally:
+        if pool is not None:
+            pool.close()
 
     best = run_dir / "checkpoints" / "best.keras"
     if best.is_file():

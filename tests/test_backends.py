@@ -58,7 +58,9 @@ def jax_run(tmp_path_factory):
     probs = root / "jax_probs.npy"
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=os.pathsep.join([str(stub.parent), str(ROOT)]),
                TF_CPP_MIN_LOG_LEVEL="3")
-    args = ["--out", str(out)] + TINY + [f"data.coco={coco}", f"data.images={images}"]
+    # Two spawned worker processes build the batches: started after JAX, they must not hang.
+    args = ["--out", str(out)] + TINY + ["data.workers=2", "data.use_multiprocessing=true",
+                                         f"data.coco={coco}", f"data.images={images}"]
     result = subprocess.run([sys.executable, "-c", JAX_SCRIPT, json.dumps(args), str(out), str(probs), str(image)],
                             capture_output=True, text=True, env=env, cwd=root, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -54,3 +54,13 @@ def test_every_shipped_config_loads():
 
 def test_packaged_demo_config_matches_configs_demo():
     assert filecmp.cmp(ROOT / "configs" / "demo.yaml", ROOT / "cell_seg" / "sample_data" / "demo.yaml", shallow=False)
+
+
+def test_mixed_precision_accepts_float16_bfloat16_and_booleans():
+    from cell_seg.config import mixed_precision_policy
+
+    policies = {value: mixed_precision_policy(load_config(None, [f"train.mixed_precision={value}"]).train.mixed_precision)
+                for value in ("false", "true", "float16", "bfloat16")}
+    assert policies == {"false": None, "true": "mixed_float16", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        load_config(None, ["train.mixed_precision=float8"])

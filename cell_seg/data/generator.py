@@ -1,6 +1,9 @@
-"""Keras batches read from COCO on the fly: image, augmentation, targets; and a tf.data wrapper.
+"""Keras batches read from COCO on the fly: image, augmentation, targets; worker processes; a tf.data wrapper.
 
-The only module of `cell_seg.data` that imports TensorFlow/Keras.
+`SampleBatches` builds the batches and needs no Keras, so worker processes (`BatchProcessPool`,
+in `cell_seg.data.workers`) can build them without importing Keras or a backend;
+`SegmentationSequence` is the same class as a `keras.utils.PyDataset` (Keras is imported on first
+use of that name). The only module of `cell_seg.data` that imports TensorFlow/Keras, and only then.
 
 Per sample: raw image (`CocoDataset.load_image`) and label map (`CocoDataset.load_labels`) ->
 resized by `scale` when it is not 1 (image interpolated, label map nearest; `Predictor` resizes
@@ -21,7 +24,8 @@ which is right for zero images.
 
 Determinism: epoch `e`'s order depends only on `(seed, e)` and sample `i` of epoch `e` is
 augmented with a seed derived from `(seed, e, i)`, so a batch is the same whichever worker thread
-builds it and whatever was read before. `on_epoch_end` moves to the next epoch. Keras'
+or process builds it and whatever was read before (`batch_stream` and `to_tf_dataset` read epoch
+`sequence.epoch` first, then the next ones). `on_epoch_end` moves to the next epoch. Keras'
 `model.fit` calls `on_epoch_end` once before its first epoch too (when it resets its epoch
 iterator), so Keras epoch `k` reads epoch `k + 1` of a fresh sequence; to resume a run at Keras
 epoch `k` with the same data, call `sequence.set_epoch(k)` before `fit(initial_epoch=k)`.
@@ -30,8 +34,8 @@ epoch `k` with the same data, call `sequence.set_epoch(k)` before `fit(initial_e
 import itertools
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
-import keras
 import numpy as np
 
 from cell_seg.data.augment import build_augmentation
@@ -41,8 +45,10 @@ from cell_seg.errors import ConfigError, DataError
 from cell_seg.preprocess import NORMALIZATION_MODES, normalize_image, pad_to_multiple, rescale
 
 
-class SegmentationSequence(keras.utils.PyDataset):
+class SampleBatches:
     """Batches `(x float32 B x H x W x in_channels, y float32 B x H x W x C)` from a COCO data set.
+
+    Plain Python (no Keras): `SegmentationSequence` is this class as a `keras.utils.PyDataset`.
 
     Args:
         coco: COCO JSON path, loaded dict, or a `CocoDataset`.
@@ -61,7 +67,8 @@ class SegmentationSequence(keras.utils.PyDataset):
             the number of images of their `image_class`, so every class is drawn equally often.
         steps_per_epoch: batches per epoch (default `ceil(n_images / batch_size)`).
         image_ids: restrict to these image ids (default all, in file order).
-        workers, use_multiprocessing, max_queue_size: passed to `keras.utils.PyDataset`.
+        workers, use_multiprocessing, max_queue_size: how many threads or processes build batches
+            (see `batch_stream`; `keras.utils.PyDataset` takes them too).
         cache_size: label maps kept in the data set's LRU cache.
 
     Example:
@@ -96,7 +103,9 @@ class SegmentationSequence(keras.utils.PyDataset):
         max_queue_size=10,
         cache_size=0,
     ):
-        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        self.workers = int(workers)
+        self.use_multiprocessing = bool(use_multiprocessing)
+        self.max_queue_size = int(max_queue_size)
         if isinstance(coco, CocoDataset):
             self.dataset = coco
         else:
@@ -163,6 +172,16 @@ class SegmentationSequence(keras.utils.PyDataset):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def plain(self):
+        """This object's batches as a plain `SampleBatches` (pickles without Keras; for worker processes)."""
+        state = {key: value for key, value in self.__getstate__().items()
+                 if key not in ("_workers", "_use_multiprocessing", "_max_queue_size")}
+        state.update(workers=self.workers, use_multiprocessing=self.use_multiprocessing,
+                     max_queue_size=self.max_queue_size)
+        plain = SampleBatches.__new__(SampleBatches)
+        plain.__setstate__(state)
+        return plain
 
     # --- order -----------------------------------------------------------------------------
 
@@ -264,6 +283,70 @@ class SegmentationSequence(keras.utils.PyDataset):
         return self.get_batch(index, self.epoch)
 
 
+_SEQUENCE_CLASS_LOCK = threading.Lock()
+
+
+def _make_sequence_class():
+    """`SampleBatches` as a `keras.utils.PyDataset` (imports Keras)."""
+    import keras
+
+    class SegmentationSequence(SampleBatches, keras.utils.PyDataset):
+        __doc__ = SampleBatches.__doc__.replace(
+            "Plain Python (no Keras): `SegmentationSequence` is this class as a `keras.utils.PyDataset`.",
+            "A `keras.utils.PyDataset`; its batches can also be built without Keras by `plain()`.")
+
+        def __init__(self, coco, images_dir=None, **kwargs):
+            keras.utils.PyDataset.__init__(self, workers=kwargs.get("workers", 1),
+                                           use_multiprocessing=kwargs.get("use_multiprocessing", False),
+                                           max_queue_size=kwargs.get("max_queue_size", 10))
+            SampleBatches.__init__(self, coco, images_dir, **kwargs)
+
+    SegmentationSequence.__module__ = __name__
+    SegmentationSequence.__qualname__ = "SegmentationSequence"  # pickles as a module attribute
+    return SegmentationSequence
+
+
+def __getattr__(name):
+    """`SegmentationSequence` is made on first use, so that importing this module imports no Keras."""
+    if name == "SegmentationSequence":
+        with _SEQUENCE_CLASS_LOCK:
+            if "SegmentationSequence" not in globals():
+                globals()["SegmentationSequence"] = _make_sequence_class()
+        return globals()["SegmentationSequence"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def batch_stream(sequence, pool=None, epoch=None):
+    """Every batch of `sequence`, epoch after epoch from `epoch` (default `sequence.epoch`), forever.
+
+    Batches are built by `pool` (a `cell_seg.data.workers.BatchProcessPool` of this sequence) when
+    given, else by `sequence.workers` threads, in order and ahead of use. Pass it to `model.fit`
+    with `steps_per_epoch=len(sequence)`: Keras epoch `k` then reads epoch `epoch + k`.
+
+    Example:
+        >>> stream = batch_stream(SegmentationSequence("train.json", "images"))  # doctest: +SKIP
+        >>> model.fit(stream, steps_per_epoch=len(sequence), epochs=10)          # doctest: +SKIP
+    """
+    start = sequence.epoch if epoch is None else int(epoch)
+    if pool is not None:
+        yield from pool.stream(start)
+        return
+    threads = max(1, int(sequence.workers))
+    if threads == 1:
+        for current in itertools.count(start):
+            for index in range(len(sequence)):
+                yield sequence.get_batch(index, current)
+    with ThreadPoolExecutor(threads) as executor:
+        tasks = ((current, index) for current in itertools.count(start) for index in range(len(sequence)))
+        pending = [executor.submit(sequence.get_batch, index, current)
+                   for current, index in itertools.islice(tasks, 2 * threads)]
+        while True:
+            batch = pending.pop(0).result()
+            current, index = next(tasks)
+            pending.append(executor.submit(sequence.get_batch, index, current))
+            yield batch
+
+
 def stack_padded(arrays, multiple=1):
     """Stack `H x W x C` arrays into float32 `B x H' x W' x C`, zero-padding each at the bottom/right.
 
@@ -284,12 +367,13 @@ def stack_padded(arrays, multiple=1):
     return out
 
 
-def to_tf_dataset(sequence, prefetch=2, parallel_calls=None):
+def to_tf_dataset(sequence, prefetch=2, parallel_calls=None, pool=None):
     """A `tf.data.Dataset` of a sequence's batches, for `model.fit`.
 
     Each pass over the dataset (each Keras epoch) is the sequence's next epoch, starting at
     `sequence.epoch`. Batches are built by `parallel_calls` threads (default: the sequence's
-    `workers`), in order, and `prefetch` batches are prepared ahead.
+    `workers`), or by the processes of `pool` (a `cell_seg.data.workers.BatchProcessPool`; default
+    calls: its processes), in order, and `prefetch` batches are prepared ahead.
 
     Returns:
         Dataset of `(x, y)` with shapes `(None, None, None, in_channels)` and `(None, None, None, C)`.
@@ -309,6 +393,8 @@ def to_tf_dataset(sequence, prefetch=2, parallel_calls=None):
             yield epoch, index
 
     def load(epoch, index):
+        if pool is not None:
+            return pool.get_batch(int(index), int(epoch))
         return sequence.get_batch(int(index), int(epoch))
 
     def load_tensors(epoch, index):
@@ -321,6 +407,7 @@ def to_tf_dataset(sequence, prefetch=2, parallel_calls=None):
         batch_positions,
         output_signature=(tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64)),
     )
-    calls = parallel_calls if parallel_calls is not None else max(1, int(sequence.workers))
+    default_calls = pool.processes if pool is not None else max(1, int(sequence.workers))
+    calls = parallel_calls if parallel_calls is not None else default_calls
     dataset = positions.map(load_tensors, num_parallel_calls=calls, deterministic=True)
     return dataset.prefetch(prefetch) if prefetch else dataset
