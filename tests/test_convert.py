@@ -239,6 +239,40 @@ def test_masks_converter(tmp_path):
     assert [i["key"] for i in only["images"]] == ["k1"]
 
 
+def test_csv_rle_over_several_dsb_folders_equals_the_masks_converter(tmp_path):
+    """The DSB2018 label CSV over two image folders gives what `convert masks` gives from the masks."""
+    first, second, third = rect(0, 4, 0, 4), rect(10, 20, 20, 30), rect(2, 9, 12, 15)
+    colour = np.dstack([gray_image(value=200), gray_image(value=100), gray_image(value=150)])
+    with_masks, images_only = tmp_path / "stage1_train", tmp_path / "stage1_train_rest"
+    write_dsb(with_masks, "k1", gray_image(value=10), [first * 255, second * 255], names=["b.png", "a.png"])
+    write_dsb(with_masks, "k2", colour, [third * 255])
+    write_dsb(images_only, "k3", gray_image(value=230), [])
+    rows = [f"k1,{encode_rle(m, 'col')}" for m in (first, second)]  # CSV order differs from mask files
+    rows += [f"k2,{encode_rle(third, 'col')}", f"k3,{encode_rle(first, 'col')}"]
+    csv = tmp_path / "stage1_train_labels.csv"
+    csv.write_text("ImageId,EncodedPixels\n" + "\n".join(rows) + "\n")
+
+    coco, stats = convert.convert_csv_rle(csv, [with_masks, images_only], order="col", category="nucleus")
+    assert (stats.images, stats.instances) == (3, 4)
+    assert sorted(i["file_name"] for i in coco["images"]) == [
+        "stage1_train/k1/images/k1.png", "stage1_train/k2/images/k2.png", "stage1_train_rest/k3/images/k3.png"]
+    from_masks, _ = convert.convert_masks(with_masks)
+    assert convert.instance_differences(coco, from_masks) == []
+    assert {i["key"] for i in from_masks["images"]} == {"k1", "k2"}
+    # a real difference is reported
+    wrong, _ = convert.convert_csv_rle(csv, [with_masks, images_only], order="row", category="nucleus")
+    assert convert.instance_differences(wrong, from_masks)
+
+
+def test_csv_rle_same_id_in_two_folders_is_an_error(tmp_path):
+    for folder in ("a", "b"):
+        write_dsb(tmp_path / folder, "k1", gray_image(), [])
+    csv = tmp_path / "labels.csv"
+    csv.write_text(f"ImageId,EncodedPixels\nk1,{encode_rle(rect(0, 2, 0, 2), 'col')}\n")
+    with pytest.raises(DataError, match="also in"):
+        convert.convert_csv_rle(csv, [tmp_path / "a", tmp_path / "b"], order="col")
+
+
 def test_masks_size_mismatch_names_both_files(tmp_path):
     root = tmp_path / "dsb"
     write_dsb(root, "k", gray_image(), [np.zeros((20, 31), np.uint8) + 255])

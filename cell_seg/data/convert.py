@@ -610,3 +610,55 @@ def convert_polygons(jsonl, images, skip_bad=False, progress=False):
                 image_class=names.most_common(1)[0][0] if names else None, instances=instances,
             )
     return builder.build()
+
+
+# --- cross-checking two conversions ------------------------------------------------------------
+
+
+def instance_differences(first, second, keys=None):
+    """Where two COCO dicts of the same images disagree: instances (as COCO RLE), sizes, modality.
+
+    Instances are compared per image as multisets of (category name, RLE counts, area, bbox), so
+    the order in which two converters list them does not matter; `file_name` is not compared
+    (it depends on the folder layout).
+
+    Args:
+        first, second: COCO dicts with `key` per image (as this package writes them).
+        keys: image keys to compare (default: those present in both).
+
+    Returns:
+        A list of `(key, what)` pairs, empty when the two agree on every compared image.
+
+    Example:
+        >>> coco = {"images": [{"id": 1, "key": "a", "height": 2, "width": 2}], "annotations": [],
+        ...         "categories": []}
+        >>> instance_differences(coco, coco)
+        []
+    """
+
+    def index(coco):
+        names = {c["id"]: c["name"] for c in coco["categories"]}
+        images = {image["id"]: image for image in coco["images"]}
+        instances = {image["key"]: [] for image in coco["images"]}
+        for a in coco["annotations"]:
+            instances[images[a["image_id"]]["key"]].append(
+                (names.get(a["category_id"]), a["segmentation"]["counts"], a["area"], tuple(a["bbox"])))
+        return {image["key"]: image for image in coco["images"]}, {k: sorted(v) for k, v in instances.items()}
+
+    (images_a, instances_a), (images_b, instances_b) = index(first), index(second)
+    keys = sorted(set(images_a) & set(images_b)) if keys is None else list(keys)
+    differences = []
+    for key in keys:
+        if key not in images_a or key not in images_b:
+            differences.append((key, "missing in one of them"))
+            continue
+        a, b = images_a[key], images_b[key]
+        if (a["height"], a["width"]) != (b["height"], b["width"]):
+            differences.append((key, "image size"))
+        if a.get("modality") != b.get("modality"):
+            differences.append((key, "modality"))
+        if len(instances_a[key]) != len(instances_b[key]):
+            differences.append((key, f"{len(instances_a[key])} instances against {len(instances_b[key])}"))
+        elif instances_a[key] != instances_b[key]:
+            differences.append((key, "instance masks"))
+    return differences
