@@ -99,6 +99,7 @@ def _rows(metrics, suffix=""):
             "coco_AP50": values.get("coco_AP50"),
             "precision_iou_0.5": at50["precision"] if at50 else None,
             "ap_iou_0.6": values["ap_iou_0.6"],
+            "foreground_iou": values.get("foreground_iou"),
         })
     return rows
 
@@ -135,14 +136,14 @@ def report(dataset, config, run_dir, train_seconds):
         "",
         f"Validation split ({result['validation_images']} images, seeded, stratified); not the competition leaderboard.",
         "",
-        "| mode | mAP 0.50:0.95 | per class | COCO AP50 | TP/(TP+FP+FN) @0.5 | AP @0.6 (HuBMAP) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| mode | mAP 0.50:0.95 | per class | COCO AP50 | TP/(TP+FP+FN) @0.5 | AP @0.6 (HuBMAP) | foreground IoU |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         per_class = ", ".join(f"{k} {v:.3f}" for k, v in row["per_class"].items())
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {row['mode']} | {row['map']:.3f} | {per_class} | {fmt(row['coco_AP50'])} | "
-                     f"{fmt(row['precision_iou_0.5'])} | {fmt(row['ap_iou_0.6'])} |")
+                     f"{fmt(row['precision_iou_0.5'])} | {fmt(row['ap_iou_0.6'])} | {fmt(row.get('foreground_iou'))} |")
     lines += ["", "Post-processing thresholds are tuned on this same validation split (optimistic by that much).",
               f"Commit {result['commit']}; {PUBLISHED[dataset]}.", ""]
     write_text_atomic("\n".join(lines), out.with_suffix(".md"))
