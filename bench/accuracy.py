@@ -162,6 +162,8 @@ def main():
                         help="tune and score the finished run again (e.g. after a post-processing change), no training")
     parser.add_argument("--tta", action="store_true",
                         help="also score with the 8 flips/rotations averaged (post-processing tuned again)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report again from the finished run's metrics.json, no training or tuning")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     data_root = Path(args.data)
@@ -177,17 +179,17 @@ def main():
                                                         f"train.time_budget_minutes={args.budget}"])
     run_dir = Path(args.runs) / f"accuracy_{args.dataset}_{config.name}"
     config.out_dir = str(run_dir)
-    if args.resume or args.evaluate_only:
+    if args.resume or args.evaluate_only or args.report_only:
         # The run's own config; on --resume the overrides (e.g. more train.epochs) and --budget
         # apply to this session, and the report counts the time of every session.
         extra = args.overrides + [f"train.time_budget_minutes={args.budget}"] if args.resume else []
         config = load_config(run_dir / "config.yaml", extra)
         config.out_dir = str(run_dir)
     started = time.time()
-    if not args.evaluate_only:
+    if not (args.evaluate_only or args.report_only):
         run(config, resume=args.resume)  # trains, then tunes and scores on the validation part
     train_seconds = read_json(run_dir / "train_time.json")["train_seconds"] if (run_dir / "train_time.json").is_file() else time.time() - started
-    if args.evaluate_only or args.tta:
+    if (args.evaluate_only or args.tta) and not args.report_only:
         from cell_seg.evaluate import evaluate_run
 
         _, val_coco, images = resolve_data(config)
