@@ -11,7 +11,8 @@ Examples:
 
 Each converter prints one summary line (images, instances per class, empty images, overlapping
 pixels, skipped rows, time) and writes the JSON atomically: a failing run leaves no file and
-never touches an earlier one.
+never touches an earlier one. An input that yields no image (a header-only CSV, an empty
+polygons.jsonl) is an error unless `--allow-empty` is given.
 """
 
 import argparse

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cell_seg.cli import run_main
-from cell_seg.io import write_json_atomic
+from cell_seg.io import atomic_folder, write_json_atomic
 
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BORDER_THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8)
@@ -256,9 +256,10 @@ def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out
     report["seconds"] = round(time.time() - started, 1)
     report["model"] = predictor.source
     report["tta"] = bool(tta)
-    write_json_atomic(report, out_dir / "metrics.json", indent=2)
-    if tune:
-        write_json_atomic(settings, out_dir / "postprocess.json", indent=2)
+    with atomic_folder(out_dir) as staging:  # metrics.json and postprocess.json together, or neither
+        write_json_atomic(report, staging / "metrics.json", indent=2)
+        if tune:
+            write_json_atomic(settings, staging / "postprocess.json", indent=2)
     print_report(report)
     return report
 

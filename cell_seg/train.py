@@ -10,7 +10,6 @@ evaluation `metrics.json` and `postprocess.json` (tuned thresholds).
 """
 
 import argparse
-import json
 import math
 import os
 import random
@@ -473,7 +472,8 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
     if evaluate_after:
         from cell_seg.evaluate import evaluate_run
 
-        evaluate_run(run_dir, coco=val_coco, images=images, tune=config.eval.tune)
+        source = config.data.val or (None if config.data.coco in (None, "demo") else config.data.coco)
+        evaluate_run(run_dir, coco=val_coco, images=images, tune=config.eval.tune, source=source)
     return model, history
 
 

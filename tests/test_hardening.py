@@ -177,7 +177,6 @@ def test_evaluate_export_and_train_name_an_unwritable_out(coco_file, images, blo
     code, _, err = run_cli(train.main, ["--config", ROOT / "configs" / "demo.yaml", "--out", blocked / "run",
                                         "train.epochs=1"], capsys)
     assert_one_line_naming(code, err, blocked / "run")
-    assert "tensorflow" not in sys.modules or True  # (the check runs before the model is built)
 
 
 def test_an_unreadable_input_is_one_line(tmp_path, images, monkeypatch, capsys):
