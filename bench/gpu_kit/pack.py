@@ -86,7 +86,11 @@ def compress_image(job):
     if not ok:
         raise SystemExit(f"{source}: WebP encoding failed")
     webp.write_bytes(data.tobytes())
-    return {"stored": webp.name, "mode": "gray" if gray else "color"}
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if gray and decoded.ndim == 3:
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_BGR2GRAY)  # as the machine writes it back
+    error = float(np.abs(decoded.astype(np.int16) - image.reshape(decoded.shape).astype(np.int16)).mean())
+    return {"stored": webp.name, "mode": "gray" if gray else "color", "mean_abs_error": round(error, 3)}
 
 
 def pack_images(train_coco, val_coco, images_dir, out, quality):
@@ -179,13 +183,15 @@ def main(argv=None):
     sizes = {part: folder_bytes(out / part) for part in ("wheels", "data", "cache", "encoder") if (out / part).exists()}
     tree = tracked_tree_bytes()
     total = folder_bytes(out) + tree
+    errors = [entry["mean_abs_error"] for entry in entries.values() if "mean_abs_error" in entry]
+    error = round(float(np.mean(errors)), 2) if errors else 0.0
     summary = {"config": args.config, "overrides": args.overrides, "machine_overrides": overrides,
-               "quality": args.quality, "images": len(entries), "bytes": sizes, "tree_bytes": tree,
-               "total_bytes": total}
+               "quality": args.quality, "images": len(entries), "mean_abs_error_grey_levels": error,
+               "bytes": sizes, "tree_bytes": tree, "total_bytes": total}
     (out / "pack.json").write_text(json.dumps(summary, indent=1))
     mib = 2**20
     print(f"pack {out}: " + ", ".join(f"{k} {v / mib:.1f} MiB" for k, v in sizes.items())
-          + f"; {len(entries)} images; with the working tree ({tree / mib:.1f} MiB) {total / mib:.1f} MiB")
+          + f"; {len(entries)} images (WebP mean error {error} grey levels); with the working tree ({tree / mib:.1f} MiB) {total / mib:.1f} MiB")
     if total > args.limit_mib * mib:
         print(f"too large: {total / mib:.1f} MiB > {args.limit_mib} MiB (lower --quality, or use fewer images)",
               file=sys.stderr)

@@ -1,0 +1,37 @@
+"""The GPU run kit's data path: pack (WebP, gzip COCO) and the machine-side unpack give back the images."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cell_seg.data.synthetic import write_synthetic_coco
+from cell_seg.io import read_image, read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench" / "gpu_kit"))
+
+import device_train  # noqa: E402
+import pack  # noqa: E402
+
+
+def test_packed_images_come_back_as_the_pngs_the_coco_names(tmp_path):
+    coco = write_synthetic_coco(tmp_path / "data", n_images=5, shape=(64, 80), seed=2, cells=(3, 5))
+    images = tmp_path / "data" / "images"
+    out = tmp_path / "pack"
+    code = pack.main(["--config", str(ROOT / "configs" / "demo.yaml"), "--out", str(out), "--no-wheels",
+                      "--limit-mib", "1000", f"data.coco={coco}", f"data.images={images}", "data.val_fraction=0.4"])
+    assert code == 0
+    summary = json.loads((out / "pack.json").read_text())
+    assert summary["images"] == 5 and summary["mean_abs_error_grey_levels"] < 4
+    assert not list((out / "data" / "images").glob("*.png"))  # stored as WebP
+
+    train_json, val_json, unpacked = device_train.unpack(out, tmp_path / "work", processes=2)
+    names = [image["file_name"] for path in (train_json, val_json) for image in read_json(path)["images"]]
+    assert len(names) == 5
+    for name in names:  # the synthetic images are PNGs already: same names
+        original = read_image(images / name)
+        restored = read_image(unpacked / name)
+        assert restored.shape == original.shape and restored.dtype == original.dtype
+        assert np.abs(restored.astype(int) - original.astype(int)).mean() < 6
