@@ -76,7 +76,7 @@ def _predict_images(predictor, images, out, fmt, mode, postprocess, tta, skip_ba
             submission.write_label_image(label_map, out / f"{key}.png")
             if overlays:
                 from cell_seg.io import write_image
-                from cell_seg.viz import outline_overlay
+                from cell_seg.overlays import outline_overlay
 
                 write_image(outline_overlay(image, label_map), out / f"{key}_overlay.png")
     if fmt == "sartorius":

@@ -461,7 +461,7 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
     else:
         model.save(run_dir / "model.keras")
     try:
-        from cell_seg.viz import plot_history
+        from cell_seg.plots import plot_history
 
         import matplotlib.pyplot as plt
 
