@@ -417,6 +417,10 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
             metrics=build_metrics(channels),
             jit_compile=config.train.xla,
         )
+        if resume and (run_dir / "backup").exists():
+            # BackupAndRestore loads backup/ before the first step; an optimiser not built yet would
+            # skip its saved moments and step count (Keras warns) and Adam would restart cold.
+            model.optimizer.build(model.trainable_variables)
     callbacks = make_callbacks(config, run_dir) + list(extra_callbacks)
     train_seq.set_epoch(initial_epoch)
     pool = None
