@@ -4,18 +4,17 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+import keras
+import tensorflow as tf
 
-from cell_seg.errors import ConfigError  # noqa: E402
-from cell_seg.losses import (  # noqa: E402
+from cell_seg.config import LossConfig
+from cell_seg.errors import ConfigError
+from cell_seg.losses import (
     ChannelDice,
     ChannelIoU,
     DiceLoss,
@@ -25,21 +24,6 @@ from cell_seg.losses import (  # noqa: E402
     build_loss,
     build_metrics,
 )
-
-try:
-    from cell_seg.config import LossConfig
-except ImportError:  # until the lead's config module exists: the same fields and defaults
-
-    @dataclass
-    class LossConfig:
-        bce_weight: float = 1.0
-        dice_weight: float = 0.0
-        focal_weight: float = 0.0
-        positive_weight: float = 1.0
-        negative_weight: float = 3.0
-        channel_weights: Optional[list] = None
-        focal_gamma: float = 2.0
-        focal_alpha: float = 0.25
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

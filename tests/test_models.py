@@ -2,18 +2,17 @@
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+import keras
+import tensorflow as tf
 
-from cell_seg.errors import ModelError  # noqa: E402
-from cell_seg.losses import SegmentationLoss, build_metrics  # noqa: E402
-from cell_seg.models import (  # noqa: E402
+from cell_seg.config import ModelConfig
+from cell_seg.errors import ModelError
+from cell_seg.losses import SegmentationLoss, build_metrics
+from cell_seg.models import (
     BilinearKernel,
     ResizeByFactor,
     build_encoder,
@@ -23,23 +22,7 @@ from cell_seg.models import (  # noqa: E402
     model_stride,
     padded_size,
 )
-from cell_seg.sm_compat import import_segmentation_models  # noqa: E402
-
-try:
-    from cell_seg.config import ModelConfig
-except ImportError:  # until the lead's config module exists: the same fields and defaults
-
-    @dataclass
-    class ModelConfig:
-        name: str = "unet"
-        backbone: str = "efficientnetb0"
-        encoder_weights: Optional[str] = None
-        encoder_freeze: bool = False
-        decoder_filters: Optional[list] = field(default=None)
-        filters: int = 16
-        depth: int = 4
-        in_channels: int = 3
-        dropout: float = 0.0
+from cell_seg.sm_compat import import_segmentation_models
 
 
 def make_config(**overrides):
@@ -200,8 +183,9 @@ def _weights_by_path(model):
 def test_encoder_weights_from_local_file(tmp_path, legacy_h5):
     encoder = build_encoder("efficientnetb0")
     if legacy_h5:  # the Keras 2 layout of the published *_notop.h5 files
-        h5py = pytest.importorskip("h5py")
-        legacy = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format")
+        import h5py
+        from keras.src.legacy.saving import legacy_h5_format as legacy
+
         path = tmp_path / "encoder_notop.h5"
         with h5py.File(path, "w") as handle:
             legacy.save_weights_to_hdf5_group(handle, encoder)

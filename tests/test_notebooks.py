@@ -16,8 +16,9 @@ NOTEBOOKS = ROOT / "notebooks"
 def execute(name, monkeypatch, **settings):
     """Run a notebook in a fresh python3 kernel (cwd: notebooks/) with `CELL_SEG_<KEY>` settings;
     returns the executed notebook. A failing cell raises nbclient's CellExecutionError."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     for key, value in settings.items():
         monkeypatch.setenv(f"CELL_SEG_{key.upper()}", str(value))
     # The kernel imports the working tree, installed or not; TensorFlow stays quiet.
