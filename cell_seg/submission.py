@@ -80,42 +80,59 @@ def _shape_of(shapes, image_id, path, row):
     return tuple(int(v) for v in shapes)
 
 
-def read_sartorius_csv(path, shapes, allow_overlap=False):
-    """Decode a Sartorius submission CSV back to label maps.
+def read_sartorius_csv(path, shapes, allow_overlap=False, column="predicted", ids=None):
+    """Decode a Sartorius CSV (a submission, or the competition's `train.csv`) to label maps.
+
+    The one reader of row-major Kaggle RLE CSVs into label maps (the overlay CLI and the
+    benchmarks use it too).
 
     Args:
-        path: the CSV (columns id, predicted).
+        path: the CSV (columns `id` and `column`).
         shapes: {image id: (H, W)}, or one (H, W) for every image.
         allow_overlap: accept instances that overlap (later rows win the pixels); by default an
-            overlap raises `DataError` as Kaggle would reject the file.
+            overlap raises `DataError` as Kaggle would reject the file. Ground truth overlaps
+            by a few pixels: read `train.csv` with `allow_overlap=True`.
+        column: the RLE column: "predicted" (submissions), "annotation" (train.csv), or None
+            for whichever of the two the file has.
+        ids: decode only these image ids (each must have a row); default every image.
 
     Returns:
         {image id: int32 label map}, instances numbered 1..N in row order.
 
     Raises:
-        DataError naming the file, the CSV line and the field for a bad run-length string,
-        an unknown image or overlapping instances.
+        DataError naming the file, the CSV line and the field for a missing column, a bad
+        run-length string, an unknown image or overlapping instances.
 
     Example:
         >>> label_maps = read_sartorius_csv("submission.csv", (520, 704))  # doctest: +SKIP
         >>> map_iou(truth, label_maps["0030fd0e6378"])["map"]              # doctest: +SKIP
+        >>> truth = read_sartorius_csv("train.csv", (520, 704), True, "annotation", ["0030fd0e6378"])  # doctest: +SKIP
     """
     from cell_seg.data import labels as labels_lib
     from cell_seg.data import rle as rle_codec
 
-    frame = read_csv_table(path, SARTORIUS_COLUMNS)
+    frame = read_csv_table(path, ["id"])
+    if column is None:
+        column = next((c for c in ("predicted", "annotation") if c in frame.columns), "predicted")
+    if column not in frame.columns:
+        raise DataError(f"missing column (columns are {', '.join(map(str, frame.columns))})", file=path, field=column)
+    wanted = None if ids is None else {str(i) for i in ids}
     indices = {}
     first_line = {}
-    for row, (image_id, predicted) in enumerate(zip(frame["id"], frame["predicted"]), start=2):
+    for row, (image_id, text) in enumerate(zip(frame["id"], frame[column]), start=2):
+        if wanted is not None and image_id not in wanted:
+            continue
         shape = _shape_of(shapes, image_id, path, row)
         first_line.setdefault(image_id, row)
         arrays = indices.setdefault(image_id, [])
-        if not predicted.strip():
+        if not text.strip():
             continue
         try:
-            arrays.append(rle_codec.rle_to_indices(predicted, shape, "row"))
+            arrays.append(rle_codec.rle_to_indices(text, shape, "row"))
         except DataError as error:
-            raise error.located(file=path, row=row, field="predicted") from None
+            raise error.located(file=path, row=row, field=column) from None
+    for image_id in sorted(wanted - set(indices)) if wanted is not None else []:
+        raise DataError(f"no row for image {image_id!r}", file=path, field="id")
     out = {}
     for image_id, arrays in indices.items():
         shape = _shape_of(shapes, image_id, path, first_line[image_id])
@@ -125,7 +142,7 @@ def read_sartorius_csv(path, shapes, allow_overlap=False):
                 f"instances of image {image_id!r} overlap on {overlapping} pixels",
                 file=path,
                 row=first_line[image_id],
-                field="predicted",
+                field=column,
             )
         out[image_id] = label_map
     return out

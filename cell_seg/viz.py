@@ -104,37 +104,15 @@ __all__ = [
 
 def read_csv_labels(path, image_id, shape, column=None):
     """Label map of one image from a Sartorius-style CSV (submission `id,predicted` or train.csv
-    `id,annotation`): row-major Kaggle RLE, one instance per row, later rows win overlaps.
-
-    Raises `DataError` naming the file, CSV line and field for a missing column, an unknown id
-    or a bad run-length string.
+    `id,annotation`), later rows winning overlaps: `cell_seg.submission.read_sartorius_csv` for one id.
 
     Example:
         >>> labels = read_csv_labels("submission.csv", "0030fd0e6378", (520, 704))   # doctest: +SKIP
     """
-    from cell_seg.data import labels as labels_lib
-    from cell_seg.data import rle as rle_codec
-    from cell_seg.io import read_csv_table
+    from cell_seg.submission import read_sartorius_csv
 
-    frame = read_csv_table(path, ["id"])
-    if column is None:
-        column = next((c for c in ("predicted", "annotation") if c in frame.columns), "predicted")
-    if column not in frame.columns:
-        raise DataError(f"missing column (columns are {', '.join(map(str, frame.columns))})", file=path, field=column)
-    rows = np.flatnonzero((frame["id"] == str(image_id)).to_numpy())
-    if rows.size == 0:
-        raise DataError(f"no row for image {image_id!r}", file=path, field="id")
-    arrays = []
-    for row in rows:
-        text = frame[column].iat[row]
-        if not text.strip():
-            continue
-        try:
-            arrays.append(rle_codec.rle_to_indices(text, shape, "row"))
-        except DataError as error:
-            raise error.located(file=path, row=int(row) + 2, field=column) from None
-    label_map, _ = labels_lib.paint_instances(arrays, shape, order="row")
-    return label_map
+    return read_sartorius_csv(path, {str(image_id): shape}, allow_overlap=True, column=column,
+                              ids=[image_id])[str(image_id)]
 
 
 def _read_labels_file(path, shape):
