@@ -142,8 +142,8 @@ def main(argv=None):
         )
         rows.append((f"to_instances {mode}", len(ours), times))
     ws_labels = postprocess.to_instances(probs, channels, mode="watershed")[0]
-    assert postprocess.label_map_to_rles(ws_labels) == baseline_rles(ws_labels)
-    times = compare_ms(lambda: postprocess.label_map_to_rles(ws_labels), lambda: baseline_rles(ws_labels), args.repeat)
+    assert labels_lib.label_map_to_rle(ws_labels) == baseline_rles(ws_labels)
+    times = compare_ms(lambda: labels_lib.label_map_to_rle(ws_labels), lambda: baseline_rles(ws_labels), args.repeat)
     rows.append(("RLE encoding (row-major)", int(ws_labels.max()), times))
 
     print(

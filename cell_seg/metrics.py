@@ -410,7 +410,6 @@ def coco_gt_from_label_maps(label_maps, image_ids=None, category_ids=1, categori
         (2, 2, [0, 1, 2, 1])
     """
     from cell_seg.data import labels as labels_lib
-    from cell_seg.postprocess import label_stats
 
     maps = _as_list(label_maps)
     image_ids = list(range(1, len(maps) + 1)) if image_ids is None else list(image_ids)
@@ -421,7 +420,7 @@ def coco_gt_from_label_maps(label_maps, image_ids=None, category_ids=1, categori
         height, width = label_map.shape[:2]
         images.append({"id": image_id, "width": int(width), "height": int(height), "file_name": f"{image_id}.png"})
         rles = labels_lib.label_map_to_coco(label_map)
-        areas, boxes = label_stats(label_map)
+        areas, boxes = labels_lib.label_stats(label_map)
         for label, rle in rles.items():
             category = _category_of(image_categories, label)
             used.add(category)

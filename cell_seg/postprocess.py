@@ -67,8 +67,6 @@ PER_CLASS_KEYS = (
 _CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 _RING = _CROSS + ((-1, -1), (-1, 1), (1, -1), (1, 1))
 _MAX_CORNER_PASSES = 64
-# Above this many cells in a rows x labels presence table, boxes fall back to np.minimum.at.
-_PRESENCE_TABLE_LIMIT = 1 << 25
 
 
 @dataclass
@@ -306,7 +304,7 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
         pixels = np.flatnonzero(flat > 0)
         pixel_labels = flat[pixels]
 
-    areas, boxes = _pixel_stats(pixels, pixel_labels, label_map.shape, n_kept)
+    areas, boxes = labels_lib.pixel_stats(pixels, pixel_labels, label_map.shape, n_kept)
     names = [image_class] * n_kept if kept_classes is None else [class_names[int(c)] for c in kept_classes]
     instances = [
         {
@@ -333,71 +331,6 @@ def auto_mode(channels):
     if "distance" in channels:
         return "distance"
     return "watershed" if "border" in channels else "components"
-
-
-def label_map_to_rles(label_map, order="row"):
-    """Kaggle RLE string of every instance: dict id -> "start length ..." (1-indexed starts).
-
-    The one implementation is `cell_seg.data.labels.label_map_to_rle`; this name stays for callers
-    of the post-processing API.
-
-    Example:
-        >>> label_map_to_rles(np.array([[0, 1, 1], [2, 2, 0]], np.int32))
-        {1: '2 2', 2: '4 2'}
-    """
-    return labels_lib.label_map_to_rle(label_map, order)
-
-
-def label_stats(label_map, n_labels=None):
-    """Area and bounding box of labels 1..n_labels, for all labels at once.
-
-    Args:
-        label_map: `H x W` int label map.
-        n_labels: number of labels (default: the maximum label).
-
-    Returns:
-        (areas int64 [n], boxes: list of n [x, y, w, h] int lists); labels absent from the map
-        get area 0 and box [0, 0, 0, 0].
-
-    Example:
-        >>> areas, boxes = label_stats(np.array([[0, 1, 1], [0, 0, 1]]))
-        >>> areas.tolist(), boxes
-        ([3], [[1, 0, 2, 2]])
-    """
-    label_map = np.asarray(label_map)
-    flat = label_map.ravel()
-    pixels = np.flatnonzero(flat > 0)
-    pixel_labels = flat[pixels]
-    if n_labels is None:
-        n_labels = int(pixel_labels.max()) if pixels.size else 0
-    return _pixel_stats(pixels, pixel_labels, label_map.shape, int(n_labels))
-
-
-def _pixel_stats(pixels, pixel_labels, shape, n_labels):
-    """Areas and [x, y, w, h] boxes of labels 1..n_labels from flat indices and their labels."""
-    height, width = int(shape[0]), int(shape[1])
-    size = n_labels + 1
-    pixel_labels = pixel_labels.astype(np.int64, copy=False)
-    areas = np.bincount(pixel_labels, minlength=size)[1:size]
-    if n_labels == 0:
-        return areas, []
-    rows, cols = np.divmod(pixels, width)
-    if max(height, width) * size <= _PRESENCE_TABLE_LIMIT:
-        # labels x rows presence table: first / last row (column) where each label occurs.
-        in_row = np.bincount(pixel_labels * height + rows, minlength=size * height).reshape(size, height) > 0
-        in_col = np.bincount(pixel_labels * width + cols, minlength=size * width).reshape(size, width) > 0
-        ymin, ymax = in_row.argmax(axis=1), height - 1 - in_row[:, ::-1].argmax(axis=1)
-        xmin, xmax = in_col.argmax(axis=1), width - 1 - in_col[:, ::-1].argmax(axis=1)
-    else:
-        ymin, xmin = np.full(size, height), np.full(size, width)
-        ymax, xmax = np.full(size, -1), np.full(size, -1)
-        np.minimum.at(ymin, pixel_labels, rows)
-        np.minimum.at(xmin, pixel_labels, cols)
-        np.maximum.at(ymax, pixel_labels, rows)
-        np.maximum.at(xmax, pixel_labels, cols)
-    boxes = np.stack([xmin, ymin, xmax - xmin + 1, ymax - ymin + 1], axis=1)[1:size]
-    boxes[areas == 0] = 0
-    return areas, boxes.tolist()
 
 
 def fill_label_holes(label_map):

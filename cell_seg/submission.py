@@ -36,7 +36,7 @@ import pandas as pd
 
 from cell_seg.errors import DataError
 from cell_seg.io import atomic_path, read_csv_table, write_json_atomic
-from cell_seg.postprocess import label_map_to_rles
+from cell_seg.data.labels import label_map_to_rle
 
 SARTORIUS_COLUMNS = ("id", "predicted")
 HUBMAP_COLUMNS = ("id", "height", "width", "prediction_string")
@@ -52,7 +52,7 @@ def sartorius_rows(image_key, label_map):
         >>> sartorius_rows("a", np.array([[1, 0], [1, 1]], np.int32))
         [('a', '1 1 3 2')]
     """
-    rles = label_map_to_rles(np.asarray(label_map), order="row")
+    rles = label_map_to_rle(np.asarray(label_map), order="row")
     if not rles:
         return [(image_key, "")]
     return [(image_key, rles[k]) for k in sorted(rles)]

@@ -485,10 +485,10 @@ def test_channel_errors():
 @pytest.mark.parametrize("table", [True, False])
 def test_label_stats_match_plain_loop(table, monkeypatch):
     if not table:
-        monkeypatch.setattr(postprocess, "_PRESENCE_TABLE_LIMIT", 0)
+        monkeypatch.setattr(labels_lib, "PRESENCE_TABLE_LIMIT", 0)
     label_map = random_label_map(7, n=30)
     label_map[label_map == 5] = 0  # an id with no pixel
-    areas, boxes = postprocess.label_stats(label_map)
+    areas, boxes = labels_lib.label_stats(label_map)
     for k in range(1, label_map.max() + 1):
         rows, cols = np.nonzero(label_map == k)
         if rows.size == 0:
@@ -499,7 +499,7 @@ def test_label_stats_match_plain_loop(table, monkeypatch):
 
 
 @pytest.mark.parametrize("order", ["row", "col"])
-def test_label_map_to_rles_matches_per_instance_encoder(order):
+def test_label_map_to_rle_matches_per_instance_encoder(order):
     from cell_seg.data import rle as rle_codec
 
     label_map = random_label_map(11, n=40)
@@ -507,6 +507,5 @@ def test_label_map_to_rles_matches_per_instance_encoder(order):
     label_map[4, :3] = 77  # ... into the next (row-major)
     label_map[-1, -1] = 123456  # many digits
     expected = {k: rle_codec.encode_rle(label_map == k, order) for k in np.unique(label_map) if k}
-    assert postprocess.label_map_to_rles(label_map, order) == expected
-    assert postprocess.label_map_to_rles(label_map, order) == labels_lib.label_map_to_rle(label_map, order)
-    assert postprocess.label_map_to_rles(np.zeros((3, 3), np.int32)) == {}
+    assert labels_lib.label_map_to_rle(label_map, order) == expected
+    assert labels_lib.label_map_to_rle(np.zeros((3, 3), np.int32)) == {}

@@ -139,3 +139,59 @@ def relabel_sequential(label_map):
     lookup = np.zeros(int(label_map.max()) + 1 if label_map.size else 1, np.int32)
     lookup[old_ids] = np.arange(1, len(old_ids) + 1, dtype=np.int32)
     return lookup[label_map], old_ids
+
+
+#: Largest labels x rows table `pixel_stats` builds (above it, slower in-place minima/maxima).
+PRESENCE_TABLE_LIMIT = 1 << 25
+
+
+def label_stats(label_map, n_labels=None):
+    """Area and bounding box of labels 1..n_labels, for all labels at once.
+
+    Args:
+        label_map: `H x W` int label map.
+        n_labels: number of labels (default: the maximum label).
+
+    Returns:
+        (areas int64 [n], boxes: list of n [x, y, w, h] int lists); labels absent from the map
+        get area 0 and box [0, 0, 0, 0].
+
+    Example:
+        >>> areas, boxes = label_stats(np.array([[0, 1, 1], [0, 0, 1]]))
+        >>> areas.tolist(), boxes
+        ([3], [[1, 0, 2, 2]])
+    """
+    label_map = np.asarray(label_map)
+    flat = label_map.ravel()
+    pixels = np.flatnonzero(flat > 0)
+    pixel_labels = flat[pixels]
+    if n_labels is None:
+        n_labels = int(pixel_labels.max()) if pixels.size else 0
+    return pixel_stats(pixels, pixel_labels, label_map.shape, int(n_labels))
+
+
+def pixel_stats(pixels, pixel_labels, shape, n_labels):
+    """Areas and [x, y, w, h] boxes of labels 1..n_labels from flat indices and their labels."""
+    height, width = int(shape[0]), int(shape[1])
+    size = n_labels + 1
+    pixel_labels = pixel_labels.astype(np.int64, copy=False)
+    areas = np.bincount(pixel_labels, minlength=size)[1:size]
+    if n_labels == 0:
+        return areas, []
+    rows, cols = np.divmod(pixels, width)
+    if max(height, width) * size <= PRESENCE_TABLE_LIMIT:
+        # labels x rows presence table: first / last row (column) where each label occurs.
+        in_row = np.bincount(pixel_labels * height + rows, minlength=size * height).reshape(size, height) > 0
+        in_col = np.bincount(pixel_labels * width + cols, minlength=size * width).reshape(size, width) > 0
+        ymin, ymax = in_row.argmax(axis=1), height - 1 - in_row[:, ::-1].argmax(axis=1)
+        xmin, xmax = in_col.argmax(axis=1), width - 1 - in_col[:, ::-1].argmax(axis=1)
+    else:
+        ymin, xmin = np.full(size, height), np.full(size, width)
+        ymax, xmax = np.full(size, -1), np.full(size, -1)
+        np.minimum.at(ymin, pixel_labels, rows)
+        np.minimum.at(xmin, pixel_labels, cols)
+        np.maximum.at(ymax, pixel_labels, rows)
+        np.maximum.at(xmax, pixel_labels, cols)
+    boxes = np.stack([xmin, ymin, xmax - xmin + 1, ymax - ymin + 1], axis=1)[1:size]
+    boxes[areas == 0] = 0
+    return areas, boxes.tolist()
