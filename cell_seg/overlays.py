@@ -17,7 +17,7 @@ Example:
 import cv2
 import numpy as np
 
-from cell_seg.data.labels import relabel_sequential
+from cell_seg.data.labels import instance_edges, relabel_sequential
 from cell_seg.errors import DataError
 
 # Okabe-Ito colours: readable with the common colour-vision deficiencies.
@@ -87,23 +87,6 @@ def check_labels(image, label_map, name="labels"):
     if label_map.size and label_map.min() < 0:
         raise DataError("label maps must not contain negative labels", field=name)
     return label_map
-
-
-def instance_edges(label_map, width=1):
-    """Boolean mask of instance pixels that touch another label or the background.
-
-    Example:
-        >>> instance_edges(np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1]])).astype(int).tolist()
-        [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
-    """
-    label_map = np.asarray(label_map)
-    labels = label_map.astype(np.float32)  # exact for ids below 2**24
-    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
-    # Pad with 0 so instances cut by the image edge still show an outline there.
-    padded = cv2.copyMakeBorder(labels, width, width, width, width, cv2.BORDER_CONSTANT, value=0)
-    high = cv2.dilate(padded, kernel)[width:-width, width:-width]
-    low = cv2.erode(padded, kernel)[width:-width, width:-width]
-    return (high != low) & (label_map > 0)
 
 
 def outline_overlay(image, label_map, color=(255, 255, 0), stretch=False, width=1):

@@ -5,6 +5,7 @@ build one from per-instance pixel indices and take one apart into per-instance i
 each in one vectorised pass.
 """
 
+import cv2
 import numpy as np
 
 from cell_seg.data import rle as rle_codec
@@ -195,3 +196,67 @@ def pixel_stats(pixels, pixel_labels, shape, n_labels):
     boxes = np.stack([xmin, ymin, xmax - xmin + 1, ymax - ymin + 1], axis=1)[1:size]
     boxes[areas == 0] = 0
     return areas, boxes.tolist()
+
+
+# --- edges and contacts ------------------------------------------------------------------------
+
+# Labels are compared as float32 (OpenCV morphology has no int32 path): exact below 2**24.
+_MAX_EXACT_LABEL = 2**24
+_NO_LABEL = np.float32(_MAX_EXACT_LABEL)
+
+
+def _as_float_labels(label_map):
+    label_map = np.asarray(label_map)
+    if label_map.size and label_map.max() >= _MAX_EXACT_LABEL:
+        raise ValueError(f"labels must be below {_MAX_EXACT_LABEL} to find edges")
+    return np.ascontiguousarray(label_map, dtype=np.float32)
+
+
+def contact_pixels(label_map):
+    """Boolean map of instance pixels whose 3 x 3 neighbourhood holds another non-zero label.
+
+    Example:
+        >>> contact_pixels(np.array([[1, 1, 2, 2, 0, 3]])).astype(int)
+        array([[0, 1, 1, 0, 0, 0]])
+    """
+    labels = _as_float_labels(label_map)
+    kernel = np.ones((3, 3), np.uint8)
+    highest = cv2.dilate(labels, kernel)
+    # Background must not count as a smaller neighbour: give it a value above every label.
+    lowest_nonzero = cv2.erode(np.where(labels > 0, labels, _NO_LABEL), kernel)
+    return (labels > 0) & ((highest != labels) | (lowest_nonzero != labels))
+
+
+def outline_ring(label_map, width):
+    """Boolean map of instance pixels within `width` of a pixel with any other label (background too).
+
+    Example:
+        >>> square = np.pad(np.ones((4, 4), np.int32), 1)
+        >>> outline_ring(square, 1)[1:-1, 1:-1].astype(int)
+        array([[1, 1, 1, 1],
+               [1, 0, 0, 1],
+               [1, 0, 0, 1],
+               [1, 1, 1, 1]])
+    """
+    labels = _as_float_labels(label_map)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(width) + 1, 2 * int(width) + 1))
+    highest = cv2.dilate(labels, kernel)
+    lowest = cv2.erode(labels, kernel)
+    return (labels > 0) & ((highest != labels) | (lowest != labels))
+
+
+def instance_edges(label_map, width=1):
+    """Boolean mask of instance pixels that touch another label or the background.
+
+    Example:
+        >>> instance_edges(np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1]])).astype(int).tolist()
+        [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
+    """
+    label_map = np.asarray(label_map)
+    labels = _as_float_labels(label_map)
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    # Pad with 0 so instances cut by the image edge still show an outline there.
+    padded = cv2.copyMakeBorder(labels, width, width, width, width, cv2.BORDER_CONSTANT, value=0)
+    high = cv2.dilate(padded, kernel)[width:-width, width:-width]
+    low = cv2.erode(padded, kernel)[width:-width, width:-width]
+    return (high != low) & (label_map > 0)

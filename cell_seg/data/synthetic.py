@@ -32,7 +32,7 @@ import numpy as np
 from cell_seg.cli import run_main
 from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
-from cell_seg.data.targets import contact_pixels
+from cell_seg.data.labels import contact_pixels
 from cell_seg.io import write_image, write_json_atomic, write_text_atomic
 
 SYNTHETIC_CATEGORIES = ("blob", "neurite", "round")  # category ids 1..3, in order of name

@@ -25,15 +25,13 @@ Channel names (the `channels` list):
 import cv2
 import numpy as np
 
+from cell_seg.data.labels import contact_pixels, outline_ring  # noqa: F401  (the border target's parts)
 from cell_seg.errors import ConfigError
 
 TARGET_CHANNELS = ("foreground", "border", "distance", "classes")
 # Channels whose targets are soft values in [0, 1] rather than 0/1 (regression targets).
 SOFT_CHANNELS = ("distance",)
 
-# Labels are compared as float32 (OpenCV morphology has no int32 path): exact below 2**24.
-_MAX_EXACT_LABEL = 2**24
-_NO_LABEL = np.float32(_MAX_EXACT_LABEL)
 
 
 def _check_channels(channels):
@@ -65,39 +63,6 @@ def channel_names(channels, category_names):
 def n_target_channels(channels, n_classes):
     """Number of output channels of `build_targets`."""
     return sum(n_classes if name == "classes" else 1 for name in _check_channels(channels))
-
-
-def contact_pixels(label_map):
-    """Boolean map of instance pixels whose 3 x 3 neighbourhood holds another non-zero label.
-
-    Example:
-        >>> contact_pixels(np.array([[1, 1, 2, 2, 0, 3]])).astype(int)
-        array([[0, 1, 1, 0, 0, 0]])
-    """
-    labels = _as_float_labels(label_map)
-    kernel = np.ones((3, 3), np.uint8)
-    highest = cv2.dilate(labels, kernel)
-    # Background must not count as a smaller neighbour: give it a value above every label.
-    lowest_nonzero = cv2.erode(np.where(labels > 0, labels, _NO_LABEL), kernel)
-    return (labels > 0) & ((highest != labels) | (lowest_nonzero != labels))
-
-
-def outline_ring(label_map, width):
-    """Boolean map of instance pixels within `width` of a pixel with any other label (background too).
-
-    Example:
-        >>> square = np.pad(np.ones((4, 4), np.int32), 1)
-        >>> outline_ring(square, 1)[1:-1, 1:-1].astype(int)
-        array([[1, 1, 1, 1],
-               [1, 0, 0, 1],
-               [1, 0, 0, 1],
-               [1, 1, 1, 1]])
-    """
-    labels = _as_float_labels(label_map)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(width) + 1, 2 * int(width) + 1))
-    highest = cv2.dilate(labels, kernel)
-    lowest = cv2.erode(labels, kernel)
-    return (labels > 0) & ((highest != labels) | (lowest != labels))
 
 
 def border_map(label_map, border_width=0):
@@ -195,10 +160,3 @@ def build_targets(label_map, instance_classes, channels, n_classes, border_width
                 out[..., position + c] = class_map == c
             position += n_classes
     return out
-
-
-def _as_float_labels(label_map):
-    label_map = np.asarray(label_map)
-    if label_map.size and label_map.max() >= _MAX_EXACT_LABEL:
-        raise ValueError(f"labels must be below {_MAX_EXACT_LABEL} to build borders")
-    return np.ascontiguousarray(label_map, dtype=np.float32)
