@@ -21,7 +21,8 @@ TINY = [
 STUB_MESSAGE = "tensorflow is blocked in this test environment"
 
 # Runs in the JAX subprocess: proves TensorFlow cannot be imported, trains (with evaluation),
-# predicts one image with the Predictor and saves the probabilities for the TensorFlow side.
+# predicts one image with the Predictor and saves the probabilities for the TensorFlow side;
+# export must refuse with one clear error (a SavedModel needs TensorFlow).
 JAX_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -39,6 +40,12 @@ JAX_SCRIPT = textwrap.dedent("""
     import cv2
     predictor = Predictor.load(sys.argv[2])
     np.save(sys.argv[3], predictor.predict_probs(cv2.imread(sys.argv[4], cv2.IMREAD_UNCHANGED)))
+    from cell_seg.errors import ModelError
+    from cell_seg.export import export_model
+    try:
+        export_model(sys.argv[2], sys.argv[3] + ".export")
+    except ModelError as error:
+        print("export refused:", error)
     print("modules:", sorted(name for name in sys.modules if name.split(".")[0] == "tensorflow"))
 """)
 
@@ -72,6 +79,7 @@ def test_jax_training_runs_without_tensorflow(jax_run):
     out, _, probs, stdout = jax_run
     assert f"tensorflow import failed: {STUB_MESSAGE}" in stdout
     assert "modules: []" in stdout
+    assert "export refused: export needs Keras' tensorflow backend, not jax" in stdout
     for name in ("config.yaml", "metadata.json", "history.csv", "model.keras", "metrics.json",
                  "checkpoints/best.keras", "checkpoints/last.keras"):
         assert (out / name).is_file(), name
