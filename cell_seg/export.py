@@ -21,6 +21,8 @@ The weights are stored once, as float32 or (`--weights-dtype float16`) float16 f
 `assets/metadata.json` holds the channel and class names, the normalisation, the tuned
 post-processing (the run's `postprocess.json` when it was tuned), the training config, the
 signatures and the project version; `cell_seg.inference.Predictor.load(dir)` reads it.
+A model trained with `data.scale` other than 1 has that "scale" in its metadata: the signatures
+take images already resized by it (and answer at that size); `Predictor` does both resizes.
 """
 
 import argparse
