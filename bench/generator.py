@@ -23,6 +23,7 @@ Usage:
 """
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +88,12 @@ def images_per_second(make_batch, n_batches, workers):
 
 
 def crops_per_second_with_processes(sequence, processes, n_batches):
-    """Crops per second read from `batch_stream` over a pool of `processes` workers (after warm-up)."""
+    """(crops per second, crops per worker CPU-second) from `batch_stream` over `processes` workers (after warm-up).
+
+    The second figure does not depend on how many cores other jobs leave free: when it stays the
+    same for 1 and N processes, the workers do not slow each other down and throughput grows with
+    the cores they get.
+    """
     from cell_seg.data.generator import batch_stream
     from cell_seg.data.workers import BatchProcessPool
 
@@ -95,10 +101,13 @@ def crops_per_second_with_processes(sequence, processes, n_batches):
         stream = batch_stream(sequence, pool, epoch=0)
         for _ in range(2 * processes):  # the workers start (spawn) and fill the queue
             next(stream)
-        start = time.perf_counter()
+        cpu_start, start = pool.worker_cpu_seconds(), time.perf_counter()
         for _ in range(n_batches):
             next(stream)
-        return n_batches * BATCH_SIZE / (time.perf_counter() - start)
+        elapsed, cpu_end = time.perf_counter() - start, pool.worker_cpu_seconds()
+    crops = n_batches * BATCH_SIZE
+    per_cpu = crops / (cpu_end - cpu_start) if cpu_start is not None and cpu_end > cpu_start else float("nan")
+    return crops / elapsed, per_cpu
 
 
 def process_table(dataset, n_batches):
@@ -111,11 +120,15 @@ def process_table(dataset, n_batches):
     cores = default_processes()
     counts = sorted({1, 2, cores})
     rates = {count: crops_per_second_with_processes(sequence, count, n_batches) for count in counts}
-    print(f"\ncrop 256, worker processes ({cores} cores; {n_batches} batches of {BATCH_SIZE} after warm-up)")
-    print(f"{'processes':<16}{'crops/s':>10}{'vs 1 process':>15}")
+    with open("/proc/loadavg") if Path("/proc/loadavg").is_file() else open(os.devnull) as handle:
+        load = handle.read().split()[:1]
+    print(f"\ncrop 256, worker processes ({cores} cores; {n_batches} batches of {BATCH_SIZE} after warm-up; "
+          f"load average {load[0] if load else 'unknown'})")
+    print(f"{'processes':<16}{'crops/s':>10}{'vs 1 process':>15}{'crops per worker CPU-s':>25}")
     for count in counts:
         label = f"{count} (all)" if count == cores else str(count)
-        print(f"{label:<16}{rates[count]:>10.1f}{rates[count] / rates[1]:>14.2f}x")
+        rate, per_cpu = rates[count]
+        print(f"{label:<16}{rate:>10.1f}{rate / rates[1][0]:>14.2f}x{per_cpu:>25.1f}")
 
 
 def main(argv=None):

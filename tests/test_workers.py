@@ -44,6 +44,8 @@ def test_pool_stream_equals_in_process_batches_across_epochs(coco_dir):
         stream = batch_stream(batches, pool)
         got = [next(stream) for _ in range(6)]
         assert pool._pool.apply(eval, ("'keras' in __import__('sys').modules",)) is False
+        cpu = pool.worker_cpu_seconds()
+        assert cpu is None or cpu > 0
     assert_same_batches(got, expected)
 
 

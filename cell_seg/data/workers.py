@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+from pathlib import Path
 
 #: The batch source of this worker process (set by `_start_worker`).
 _WORKER_BATCHES = None
@@ -86,6 +87,18 @@ class BatchProcessPool:
             batch = pending.popleft().get()
             pending.append(self._pool.apply_async(_build_batch, next(tasks)))
             yield batch
+
+    def worker_cpu_seconds(self):
+        """CPU seconds (user + system) the worker processes have used so far; None off Linux."""
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        total = 0.0
+        for process in self._pool._pool:  # multiprocessing.Pool keeps its processes here
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return total
 
     def close(self):
         """Stop the workers (batches still being built are dropped)."""
