@@ -336,6 +336,7 @@ def batch_stream(sequence, pool=None, epoch=None):
         for current in itertools.count(start):
             for index in range(len(sequence)):
                 yield sequence.get_batch(index, current)
+        return
     with ThreadPoolExecutor(threads) as executor:
         tasks = ((current, index) for current in itertools.count(start) for index in range(len(sequence)))
         pending = [executor.submit(sequence.get_batch, index, current)
