@@ -256,7 +256,7 @@ def test_load_model_errors(tmp_path):
         load_model(tmp_path)
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip file")
-    with pytest.raises(ModelError, match="cannot load model"):
+    with pytest.raises(ModelError, match="not a .keras model"):
         load_model(bad)
     other = tmp_path / "weights.h5"
     other.write_bytes(b"")
