@@ -263,15 +263,9 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
         >>> export_model("runs/demo", "exported/demo")  # doctest: +SKIP
         PosixPath('exported/demo')
     """
-    import keras
-
     from cell_seg.inference import Predictor
     from cell_seg.io import make_folder
 
-    if keras.backend.backend() != "tensorflow":  # a SavedModel is TensorFlow's format
-        raise ModelError(f"export needs Keras' tensorflow backend, not {keras.backend.backend()}: run it without "
-                         "KERAS_BACKEND (or KERAS_BACKEND=tensorflow) where TensorFlow is installed; a run "
-                         "trained on another backend loads there as it is")
     out_dir = Path(out_dir)
     _check_destination(out_dir, model_path)
     # The staging folder first: an --out that cannot be written fails before the model loads.
@@ -281,7 +275,13 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
     except OSError as error:  # name the folder the user gave, not the hidden staging folder
         raise type(error)(error.errno, error.strerror, str(out_dir)) from None
     try:
-        predictor = Predictor.load(model_path)
+        predictor = Predictor.load(model_path)  # a missing model is reported before Keras loads
+        import keras
+
+        if keras.backend.backend() != "tensorflow":  # a SavedModel is TensorFlow's format
+            raise ModelError(f"export needs Keras' tensorflow backend, not {keras.backend.backend()}: run it "
+                             "without KERAS_BACKEND (or KERAS_BACKEND=tensorflow) where TensorFlow is installed; "
+                             "a run trained on another backend loads there as it is")
         if predictor.keras_model is None:
             raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
         metadata = export_metadata(predictor, model_path)
