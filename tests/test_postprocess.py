@@ -135,17 +135,23 @@ def voronoi_cells(seed, shape=(48, 64), n=20, spacing=8, radius=9):
     return np.where(distance.min(-1) < radius, distance.argmin(-1) + 1, 0).astype(np.int32)
 
 
+def recovered(truth, mode):
+    """Instances of `mode` from exact maps of `truth`, checked for consistency and against the truth's union."""
+    probs, channels = (distance_probs(truth), DISTANCE_CHANNELS) if mode == "distance" else (exact_probs(truth), CHANNELS)
+    label_map, instances = to_instances(probs, channels, mode=mode, min_area=1)
+    check_consistent(label_map, instances)
+    assert np.array_equal(label_map > 0, truth > 0)
+    assert len(instances) == truth.max()
+    return label_map
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_watershed_recovers_touching_cells_from_exact_borders(seed):
     from cell_seg.metrics import iou_matrix
 
     truth = voronoi_cells(seed)
-    label_map, instances = to_instances(exact_probs(truth), CHANNELS, mode="watershed", min_area=1)
-    check_consistent(label_map, instances)
-    assert np.array_equal(label_map > 0, truth > 0)
-    assert len(instances) == truth.max()
-    iou = iou_matrix(truth, label_map)
-    assert iou.max(axis=1).min() > 0.85  # every cell found, only its border pixels may differ
+    label_map = recovered(truth, "watershed")
+    assert iou_matrix(truth, label_map).max(axis=1).min() > 0.85  # every cell found, only its border pixels may differ
     merged, _ = to_instances(exact_probs(truth), CHANNELS, mode="components", min_area=1)
     assert merged.max() < truth.max() / 2
 
@@ -253,11 +259,7 @@ def test_distance_mode_recovers_touching_cells_from_exact_maps(seed):
     from cell_seg.metrics import iou_matrix
 
     truth = voronoi_cells(seed)
-    label_map, instances = to_instances(distance_probs(truth), DISTANCE_CHANNELS, mode="distance", min_area=1)
-    check_consistent(label_map, instances)
-    assert np.array_equal(label_map > 0, truth > 0)
-    assert len(instances) == truth.max()
-    assert iou_matrix(truth, label_map).max(axis=1).min() > 0.75
+    assert iou_matrix(truth, recovered(truth, "distance")).max(axis=1).min() > 0.75
 
 
 def test_distance_levels_put_the_line_between_unequal_cells_in_the_valley():
