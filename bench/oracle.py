@@ -33,22 +33,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cell_seg.data import labels as labels_lib  # noqa: E402
-from cell_seg.data import rle as rle_codec  # noqa: E402
 from cell_seg.data.targets import build_targets  # noqa: E402
 from cell_seg.metrics import map_iou  # noqa: E402
 from cell_seg.postprocess import PostprocessConfig, to_instances  # noqa: E402
+from cell_seg.submission import read_sartorius_csv  # noqa: E402
 
 SHAPE = (520, 704)
 CHANNELS = ["foreground", "border", "distance"]
-
-
-def ground_truth(frame, image_id):
-    """Label map of one image from its train.csv rows (later cells win overlapping pixels)."""
-    annotations = frame.loc[frame["id"] == image_id, "annotation"]
-    arrays = [rle_codec.rle_to_indices(a, SHAPE, "row") for a in annotations]
-    label_map, _ = labels_lib.paint_instances(arrays, SHAPE, order="row")
-    return label_map
 
 
 def oracle_probs(label_map, border_width=0, blur=0.0):
@@ -102,8 +93,9 @@ def main(argv=None):
 
     rows = variants(args.distance_thresholds, args.border_thresholds)
     truths, predictions, seconds = [], {row[0]: [] for row in rows}, {row[0]: 0.0 for row in rows}
+    label_maps = read_sartorius_csv(csv, SHAPE, allow_overlap=True, column="annotation", ids=list(chosen.index))
     for image_id in chosen.index:
-        truth = ground_truth(frame, image_id)
+        truth = label_maps[image_id]
         truths.append(truth)
         probs_by_width = {}
         for name, mode, border_width, overrides in rows:
