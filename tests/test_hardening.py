@@ -532,7 +532,7 @@ def test_help_config_shows_what_a_bare_train_uses(capsys):
 
     assert train.main(["--help-config"]) == 0
     out = capsys.readouterr().out
-    assert "model.name = 'unet_plain'" in out and "train.epochs = 12  # default 20" in out
+    assert "model.backbone = 'efficientnet_lite0'  # default 'efficientnetb0'" in out and "train.epochs = 12  # default 20" in out
     assert train.main(["--help-config", "train.epochs=3"]) == 0
     assert "train.epochs = 3  # default 20" in capsys.readouterr().out
 
