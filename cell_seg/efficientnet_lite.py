@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import keras
 
-from cell_seg.errors import ModelError
+from cell_seg.errors import ModelError, first_line
 
 #: ``name -> (width coefficient, depth coefficient, default resolution, dropout)``.
 VARIANTS = {
@@ -210,7 +210,7 @@ def build_efficientnet_lite(name, include_top=False, weights=None, input_shape=(
         try:
             model.load_weights(path)
         except Exception as exc:  # Keras raises several types for a file of another model
-            raise ModelError(f"{path}: cannot load into {name}: {_first_line(exc)}") from exc
+            raise ModelError(f"{path}: cannot load into {name}: {first_line(exc)}") from exc
     return model
 
 
@@ -308,7 +308,7 @@ def read_torch_checkpoint(path):
     try:
         return _read_legacy_checkpoint(path)
     except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as exc:
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from exc
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc)})") from exc
 
 
 def _read_legacy_checkpoint(path):
@@ -378,7 +378,7 @@ def assign_torch_weights(model, state, name):
         try:
             layer.set_weights([np.asarray(a, "float32") for a in _keras_arrays(state, prefix, kind)])
         except (KeyError, ValueError) as exc:
-            raise ModelError(f"checkpoint of {name} does not fit layer {layer_name}: {_first_line(exc)}") from exc
+            raise ModelError(f"checkpoint of {name} does not fit layer {layer_name}: {first_line(exc)}") from exc
 
 
 def weight_cache_dir():
@@ -431,15 +431,13 @@ def load_imagenet_weights(model, name):
 
 def _save_weights_atomic(model, path):
     """Write the weights next to ``path`` and rename; a cache that cannot be written is skipped."""
+    # Not io.atomic_path: Keras insists on a name ending in .weights.h5.
+    temporary = path.with_name(f".{os.getpid()}.{path.name}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{os.getpid()}.{path.name}")
         model.save_weights(temporary)
         os.replace(temporary, path)
     except OSError:
         pass  # read-only home: convert on every use instead
-
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    finally:
+        temporary.unlink(missing_ok=True)

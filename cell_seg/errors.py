@@ -1,6 +1,19 @@
 """Errors that reach the user as one line: what is wrong, in which file, row and field."""
 
 
+def first_line(exc):
+    """The first line of an exception's message (its type name when the message is empty).
+
+    Used where an error from another library is wrapped into a one-line `CellSegError`.
+
+    Example:
+        >>> first_line(ValueError("bad shape\\nlong details")), first_line(KeyError())
+        ('bad shape', 'KeyError')
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class CellSegError(Exception):
     """Base class of the errors the command-line tools print as one line (exit code 2)."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cell_seg.errors import ConfigError, DataError, ModelError
+from cell_seg.errors import ConfigError, DataError, ModelError, first_line
 from cell_seg.preprocess import NORMALIZATION_MODES, crop_to, normalize_image, pad_to_multiple, rescale, resize_to
 
 METADATA_KEYS = ("channels", "normalization", "in_channels", "stride")
@@ -279,8 +279,7 @@ class Predictor:
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as error:  # TensorFlow raises several types for unreadable SavedModels
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelError(f"{path}: cannot load SavedModel ({first})") from None
+            raise ModelError(f"{path}: cannot load SavedModel ({first_line(error)})") from None
         signatures = loaded.signatures
         missing = [name for name in ("serve_image", "serve_normalized") if name not in signatures]
         if missing:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import keras
 
-from cell_seg.errors import ModelError
+from cell_seg.errors import ModelError, first_line
 from cell_seg.sm_compat import import_segmentation_models
 
 _PACKAGE = "cell_seg"
@@ -338,10 +338,9 @@ def _build_sm_model(config, n_outputs):
         if weights == "imagenet" and _is_download_failure(exc):
             raise _download_error(backbone, exc) from exc
         if weights not in (None, "imagenet"):
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
                 f"model.encoder_weights: {weights} does not fit encoder {backbone} "
-                f"with in_channels={config.in_channels} ({first_line})"
+                f"with in_channels={config.in_channels} ({first_line(exc)})"
             ) from exc
         raise
     return _rebuild_sm_head(model, config.dropout, config.name, f"{config.name}_{backbone}")
@@ -649,6 +648,5 @@ def load_model(path, compile=True):
     try:
         return keras.saving.load_model(path, custom_objects=custom_objects(), compile=compile)
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = f" ({sm_error})" if sm_error is not None else ""
-        raise ModelError(f"{path}: cannot load model: {message}{hint}") from exc
+        raise ModelError(f"{path}: cannot load model: {first_line(exc)}{hint}") from exc
