@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cell_seg.config import load_config  # noqa: E402
-from cell_seg.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from cell_seg.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
 PUBLISHED = {
     "sartorius": "published leaderboard scores: plain U-Net + components 0.04-0.15, Mask R-CNN 0.28-0.34, "
@@ -49,7 +49,7 @@ def _dsb2018_all(root):
 
     from cell_seg.data.convert import convert_csv_rle
     from cell_seg.data.split import source_groups
-    from cell_seg.io import read_image
+    from cell_seg.files import read_image
 
     coco, stats = convert_csv_rle(root / "stage1_train_labels.csv", [root / "stage1_train", root / "stage1_train_rest"],
                                   order="col", category="nucleus", progress=True)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from cell_seg.data.augment import build_augmentation  # noqa: E402
 from cell_seg.data.dataset import CocoDataset  # noqa: E402
-from cell_seg.io import read_json  # noqa: E402
+from cell_seg.files import read_json  # noqa: E402
 from cell_seg.preprocess import normalize_image, pad_to_multiple  # noqa: E402
 
 BATCH_SIZE = 4

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from cell_seg.data import labels as labels_lib  # noqa: E402
 from cell_seg.data import rle as rle_codec  # noqa: E402
-from cell_seg.io import read_image, read_json  # noqa: E402
+from cell_seg.files import read_image, read_json  # noqa: E402
 from postprocess import probabilities  # noqa: E402  (bench/postprocess.py, beside this script)
 
 SHAPE = (520, 704)

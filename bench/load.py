@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cell_seg.data.dataset import CocoDataset  # noqa: E402
-from cell_seg.io import read_json  # noqa: E402
+from cell_seg.files import read_json  # noqa: E402
 
 
 def baseline_labels(coco_index, image_id, shape):

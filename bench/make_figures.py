@@ -53,7 +53,7 @@ def shrink_png(path, colors=256):
     small areas of one colour, such as legend patches, may shift)."""
     from PIL import Image
 
-    from cell_seg.io import atomic_path
+    from cell_seg.files import atomic_path
 
     with Image.open(path) as image:
         quantized = image.convert("RGB").quantize(colors, method=Image.Quantize.MEDIANCUT)

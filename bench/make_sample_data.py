@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cell_seg.data.convert import convert_masks  # noqa: E402
-from cell_seg.io import read_image, write_json_atomic  # noqa: E402
+from cell_seg.files import read_image, write_json_atomic  # noqa: E402
 
 PICKS = (("fluorescence", 12, 520), ("histology", 6, 520), ("brightfield", 2, None))
 

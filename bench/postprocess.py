@@ -31,7 +31,7 @@ from cell_seg import postprocess  # noqa: E402
 from cell_seg.data import labels as labels_lib  # noqa: E402
 from cell_seg.data import rle as rle_codec  # noqa: E402
 from cell_seg.data.targets import distance_map  # noqa: E402
-from cell_seg.io import read_json  # noqa: E402
+from cell_seg.files import read_json  # noqa: E402
 
 SHAPE = (520, 704)
 

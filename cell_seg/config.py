@@ -318,7 +318,7 @@ def load_config(path=None, overrides=()):
 
 def save_config(config, path):
     """Write the resolved config as YAML (atomically)."""
-    from cell_seg.io import write_text_atomic
+    from cell_seg.files import write_text_atomic
 
     write_text_atomic(yaml.safe_dump(config.to_dict(), sort_keys=False), path)
 

@@ -117,7 +117,7 @@ def main(argv=None):
     from cell_seg.data import convert
     from cell_seg.data.coco import coco_stats, validate_coco
     from cell_seg.errors import DataError
-    from cell_seg.io import read_json, write_json_atomic
+    from cell_seg.files import read_json, write_json_atomic
 
     # Unreadable files are reported as one DataError line; OpenCV's own log lines would repeat it.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)

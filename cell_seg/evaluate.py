@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cell_seg.cli import run_main
-from cell_seg.io import atomic_folder, write_json_atomic
+from cell_seg.files import atomic_folder, write_json_atomic
 
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BORDER_THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8)
@@ -280,7 +280,7 @@ def main(argv=None):
     from cell_seg.data.coco import validate_coco
     from cell_seg.errors import DataError
     from cell_seg.inference import Predictor
-    from cell_seg.io import make_folder, read_json
+    from cell_seg.files import make_folder, read_json
 
     coco = validate_coco(read_json(args.coco), args.coco)  # bad ground truth fails before the model loads
     if not coco["images"]:

@@ -264,7 +264,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
         PosixPath('exported/demo')
     """
     from cell_seg.inference import Predictor
-    from cell_seg.io import make_folder
+    from cell_seg.files import make_folder
 
     out_dir = Path(out_dir)
     _check_destination(out_dir, model_path)

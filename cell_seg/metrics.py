@@ -24,7 +24,7 @@ Example:
 
 import contextlib
 import copy
-import io as _io
+import io
 from pathlib import Path
 
 import numpy as np
@@ -505,7 +505,7 @@ def coco_eval(true_coco, pred_results, iou_type="segm", max_dets=(100, 500, 1000
         >>> coco_eval(gt, coco_results_from_label_maps(truth))["AP"]
         1.0
     """
-    from cell_seg.io import read_json
+    from cell_seg.files import read_json
 
     if isinstance(pred_results, (str, Path)):
         pred_results = read_json(pred_results)
@@ -514,7 +514,7 @@ def coco_eval(true_coco, pred_results, iou_type="segm", max_dets=(100, 500, 1000
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_io.StringIO())
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         if isinstance(true_coco, COCO):
             gt = true_coco

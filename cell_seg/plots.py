@@ -2,7 +2,7 @@
 score tables, training curves and per-class scores.
 
 Every `plot_*` function returns the matplotlib figure and takes `save=None`: a path there writes
-the figure as a PNG atomically (`cell_seg.io.atomic_path`), at `dpi` dots per inch of the figure's
+the figure as a PNG atomically (`cell_seg.files.atomic_path`), at `dpi` dots per inch of the figure's
 size (no tight bounding box, so a figure of 6 x 4 inches at dpi 100 is a 600 x 400 PNG). Without a
 display matplotlib switches to the Agg backend; in Jupyter the inline backend is kept. matplotlib
 is imported when a figure is drawn, not before.
@@ -65,7 +65,7 @@ def _figure(n_rows=1, n_cols=1, size=(6, 4)):
 def _save(fig, save, dpi=DPI):
     """Write `fig` to `save` (PNG unless the suffix says otherwise) atomically; returns `fig`."""
     if save is not None:
-        from cell_seg.io import atomic_path
+        from cell_seg.files import atomic_path
 
         suffix = Path(save).suffix or ".png"
         with atomic_path(save) as tmp:
@@ -338,7 +338,7 @@ def plot_history(history, save=None):
 
 
 def _read_metrics(metrics):
-    from cell_seg.io import read_json
+    from cell_seg.files import read_json
 
     if isinstance(metrics, (str, Path)):
         path = Path(metrics)

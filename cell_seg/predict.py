@@ -38,7 +38,7 @@ def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta
 
     Returns (n_images, n_instances, skipped list of (key, reason)).
     """
-    from cell_seg.io import atomic_folder
+    from cell_seg.files import atomic_folder
 
     if fmt != "labels":
         return _predict_images(predictor, images, Path(out), fmt, mode, postprocess, tta, skip_bad, overlays,
@@ -51,7 +51,7 @@ def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta
 def _predict_images(predictor, images, out, fmt, mode, postprocess, tta, skip_bad, overlays, tile, overlap, blend):
     """`predict_folder`'s loop; label images are written into the folder `out`."""
     from cell_seg import submission
-    from cell_seg.io import read_image
+    from cell_seg.files import read_image
 
     rows, results, skipped, n_instances = [], [], [], 0
     for number, (key, path) in enumerate(tqdm(list(images.items()), desc="predicting", unit="img", file=sys.stderr), 1):
@@ -75,7 +75,7 @@ def _predict_images(predictor, images, out, fmt, mode, postprocess, tta, skip_ba
         else:
             submission.write_label_image(label_map, out / f"{key}.png")
             if overlays:
-                from cell_seg.io import write_image
+                from cell_seg.files import write_image
                 from cell_seg.overlays import outline_overlay
 
                 write_image(outline_overlay(image, label_map), out / f"{key}_overlay.png")
@@ -93,7 +93,7 @@ def select_ids(images, ids_csv, folder):
 
     Raises DataError naming the CSV and the row of the first id without an image in `folder`.
     """
-    from cell_seg.io import read_csv_table
+    from cell_seg.files import read_csv_table
 
     frame = read_csv_table(ids_csv, ["id"])
     selected = {}
@@ -155,7 +155,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from cell_seg.inference import Predictor
-    from cell_seg.io import list_images, read_json
+    from cell_seg.files import list_images, read_json
 
     images = list_images(args.images)
     if not images:

@@ -56,7 +56,7 @@ def main(argv=None):
     from cell_seg.data.coco import validate_coco
     from cell_seg.data.split import images_with_field, kfold_coco, split_coco
     from cell_seg.errors import DataError
-    from cell_seg.io import atomic_folder, read_json, write_json_atomic
+    from cell_seg.files import atomic_folder, read_json, write_json_atomic
 
     coco = validate_coco(read_json(args.coco), args.coco)
     if not coco["images"]:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cell_seg.errors import DataError
-from cell_seg.io import atomic_path, read_csv_table, write_json_atomic
+from cell_seg.files import atomic_path, read_csv_table, write_json_atomic
 from cell_seg.data.labels import label_map_to_rle
 
 SARTORIUS_COLUMNS = ("id", "predicted")
@@ -353,7 +353,7 @@ def write_label_image(label_map, path):
     path = Path(path)
     fits_png = label_map.size == 0 or (label_map.min() >= 0 and label_map.max() < 65536)
     if path.suffix.lower() == ".png" and fits_png:
-        from cell_seg.io import write_image
+        from cell_seg.files import write_image
 
         write_image(label_map.astype(np.uint16), path)
         return path
@@ -372,7 +372,7 @@ def read_label_image(path):
     Example:
         >>> label_map = read_label_image(write_label_image(label_map, "out/a.png"))  # doctest: +SKIP
     """
-    from cell_seg.io import read_image
+    from cell_seg.files import read_image
 
     image = read_image(path)
     if image.ndim != 2:

@@ -25,7 +25,7 @@ from cell_seg.cli import run_main
 from cell_seg.config import describe_fields, load_config, save_config
 from cell_seg.data.coco import validate_coco
 from cell_seg.errors import ConfigError, DataError
-from cell_seg.io import make_folder, read_json, write_json_atomic
+from cell_seg.files import make_folder, read_json, write_json_atomic
 
 # Fewer validation images than this: the printed score comes with a warning that it is noisy.
 FEW_VALIDATION_IMAGES = 20

@@ -152,7 +152,7 @@ def main(argv=None):
     parser.add_argument("--out", help="output PNG (default: <image stem>_overlay.png in the current folder)")
     args = parser.parse_args(argv)
 
-    from cell_seg.io import read_image, write_image
+    from cell_seg.files import read_image, write_image
 
     image = read_image(args.image)
     shape = image.shape[:2]

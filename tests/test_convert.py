@@ -515,8 +515,8 @@ def test_helpers():
 
 
 def test_sample_data_resolves():
-    from cell_seg.io import read_image
-    from cell_seg.io import list_images
+    from cell_seg.files import read_image
+    from cell_seg.files import list_images
     from cell_seg.sample_data import COCO_JSON, IMAGES_DIR, ROOT
 
     coco = json.loads(COCO_JSON.read_text())

@@ -24,7 +24,7 @@ from cell_seg.data.coco import coco_stats, validate_coco
 from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.split import split_coco
 from cell_seg.errors import CellSegError
-from cell_seg.io import read_image
+from cell_seg.files import read_image
 
 SEED = 20261202
 # Cases per reader; 640 in all (the README's reliability section quotes this total).

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cell_seg.data.synthetic import write_synthetic_coco
-from cell_seg.io import read_image, read_json
+from cell_seg.files import read_image, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "gpu_kit"))

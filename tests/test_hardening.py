@@ -143,12 +143,12 @@ def test_out_in_proc_names_the_given_path_not_the_temporary_file(tmp_path, image
 
 
 def test_a_full_disk_names_the_out_file(tmp_path, images, monkeypatch, capsys):
-    from cell_seg import convert, io
+    from cell_seg import convert, files
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
 
-    monkeypatch.setattr(io.json, "dump", full)
+    monkeypatch.setattr(files.json, "dump", full)
     out = tmp_path / "coco.json"
     code, _, err = run_cli(convert.main, ["kaggle", "--csv", kaggle_csv(tmp_path / "train.csv"), "--images", images,
                                           "--out", out], capsys)
@@ -228,9 +228,9 @@ def test_predict_labels_leaves_nothing_when_an_image_is_bad(tmp_path, images, st
 
 
 def test_split_writes_all_files_or_none(tmp_path, coco_file, monkeypatch, capsys):
-    from cell_seg import io, split
+    from cell_seg import files, split
 
-    real_write = io.write_json_atomic
+    real_write = files.write_json_atomic
     calls = []
 
     def fail_on_the_third(obj, path, indent=None):
@@ -239,7 +239,7 @@ def test_split_writes_all_files_or_none(tmp_path, coco_file, monkeypatch, capsys
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(obj, path, indent)
 
-    monkeypatch.setattr(io, "write_json_atomic", fail_on_the_third)
+    monkeypatch.setattr(files, "write_json_atomic", fail_on_the_third)
     code, _, err = run_cli(split.main, ["--coco", coco_file, "--out", tmp_path / "folds", "--folds", "2"], capsys)
     assert code == 2 and "folds" in err
     assert not (tmp_path / "folds").exists()
@@ -492,7 +492,7 @@ def test_ctrl_c_prints_how_to_resume(tmp_path, monkeypatch, capsys):
 
 
 def test_json_error_has_no_doubled_word(tmp_path):
-    from cell_seg.io import read_json
+    from cell_seg.files import read_json
 
     path = tmp_path / "bad.json"
     path.write_text('{"a": "unterminated')

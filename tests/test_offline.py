@@ -70,7 +70,7 @@ def trained(tmp_path_factory):
 
 def test_saved_model_predicts_without_training_packages(trained, tmp_path):
     from cell_seg.inference import Predictor
-    from cell_seg.io import list_images, read_image
+    from cell_seg.files import list_images, read_image
     from cell_seg.submission import read_sartorius_csv
 
     run_dir, saved, images = trained
@@ -96,7 +96,7 @@ def test_saved_model_predicts_without_training_packages(trained, tmp_path):
         assert raw.shape == (37, 53, 2), raw.shape
 
         from cell_seg.inference import Predictor
-        from cell_seg.io import list_images, read_image
+        from cell_seg.files import list_images, read_image
         from cell_seg.predict import predict_folder
 
         predictor = Predictor.load({str(saved)!r})

@@ -116,7 +116,7 @@ def test_config_scale_reaches_the_sequences_and_the_run_metadata(tmp_path):
     pytest.importorskip("keras")
     from cell_seg.config import load_config
     from cell_seg.data.synthetic import write_synthetic_coco
-    from cell_seg.io import read_json
+    from cell_seg.files import read_json
     from cell_seg.train import make_sequences, soft_channel_indices
 
     write_synthetic_coco(tmp_path, n_images=4, shape=SHAPE, seed=0, cells=(3, 6))

@@ -16,7 +16,7 @@ from cell_seg.data.synthetic import (
     write_synthetic_coco,
     write_synthetic_kaggle,
 )
-from cell_seg.io import read_image, read_json
+from cell_seg.files import read_image, read_json
 
 SHAPE = (64, 80)
 

@@ -227,7 +227,7 @@ def test_predict_cli_formats(trained_run, synthetic, tmp_path, fmt, out_name):
 
 def test_predict_defaults_to_label_images_in_predictions(trained_run, synthetic, tmp_path):
     """The README/weights command: only --model and --images."""
-    from cell_seg.io import read_image
+    from cell_seg.files import read_image
 
     out, _, _ = trained_run
     _, images = synthetic
@@ -263,7 +263,7 @@ def test_predict_ids_follow_the_csv_and_name_a_missing_row(trained_run, syntheti
 
 
 def test_predict_tiles_large_images(trained_run, synthetic, tmp_path):
-    from cell_seg.io import read_image
+    from cell_seg.files import read_image
 
     out, _, _ = trained_run
     _, images = synthetic

@@ -8,7 +8,7 @@ import pytest
 
 from cell_seg.data.synthetic import write_synthetic_coco
 from cell_seg.errors import DataError
-from cell_seg.io import read_json
+from cell_seg.files import read_json
 from cell_seg.weight_pieces import read_weight_pieces, rebuild_run, save_weight_pieces
 
 

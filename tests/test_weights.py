@@ -39,7 +39,7 @@ def test_predict_with_the_release_on_the_embedded_sample(tmp_path):
     this model, so this is a check that it segments nuclei, not an accuracy figure)."""
     from cell_seg import metrics
     from cell_seg.data.dataset import CocoDataset
-    from cell_seg.io import read_image
+    from cell_seg.files import read_image
 
     result = cli("cell_seg.predict", "--model", RELEASE, "--images", SAMPLE / "images", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -80,7 +80,7 @@ def data_bench(config, train_coco, images, seconds, figures):
     """Crops per second from the training's worker processes, the model not running."""
     from cell_seg.data.generator import batch_stream
     from cell_seg.data.workers import BatchProcessPool
-    from cell_seg.io import read_json
+    from cell_seg.files import read_json
     from cell_seg.models import model_stride
     from cell_seg.train import make_sequences
 

@@ -34,7 +34,7 @@ from cell_seg.data import rle as rle_codec
 from cell_seg.data.coco import CocoBuilder
 from cell_seg.data.labels import instance_indices
 from cell_seg.errors import DataError
-from cell_seg.io import IMAGE_SUFFIXES, list_images, read_csv_table, read_image
+from cell_seg.files import IMAGE_SUFFIXES, list_images, read_csv_table, read_image
 
 KAGGLE_COLUMNS = ("id", "annotation", "width", "height", "cell_type")
 

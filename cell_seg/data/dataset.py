@@ -24,7 +24,7 @@ from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
 from cell_seg.data.coco import validate_coco
 from cell_seg.errors import DataError
-from cell_seg.io import read_image, read_json
+from cell_seg.files import read_image, read_json
 
 
 class CocoDataset:
@@ -146,7 +146,7 @@ class CocoDataset:
     # --- pixels ----------------------------------------------------------------------------
 
     def load_image(self, image_id):
-        """The raw image as stored (via `cell_seg.io.read_image`): uint8/uint16, `H x W` or `H x W x 3`.
+        """The raw image as stored (via `cell_seg.files.read_image`): uint8/uint16, `H x W` or `H x W x 3`.
 
         Raises `DataError` naming the file when it is missing or unreadable.
         """

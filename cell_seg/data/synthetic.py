@@ -23,7 +23,7 @@ Command line::
 
 import argparse
 import csv
-import io as text_io
+import io
 from pathlib import Path
 
 import cv2
@@ -33,7 +33,7 @@ from cell_seg.cli import run_main
 from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
 from cell_seg.data.labels import contact_pixels
-from cell_seg.io import write_image, write_json_atomic, write_text_atomic
+from cell_seg.files import write_image, write_json_atomic, write_text_atomic
 
 SYNTHETIC_CATEGORIES = ("blob", "neurite", "round")  # category ids 1..3, in order of name
 KAGGLE_COLUMNS = (
@@ -226,7 +226,7 @@ def write_synthetic_kaggle(out_dir, n_images=20, shape=(128, 160), seed=0, cells
         Path of train.csv.
     """
     out_dir = Path(out_dir)
-    buffer = text_io.StringIO()
+    buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(KAGGLE_COLUMNS)
     height, width = int(shape[0]), int(shape[1])

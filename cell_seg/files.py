@@ -1,5 +1,6 @@
-"""File input and output at the edges: images, atomic writes, image folders.
+"""File input and output at the edges: atomic writes, reading images, JSON and CSV, listing image folders.
 
+Named `files`, not `io`, so that it never shadows the standard library's `io` module.
 Only numpy and OpenCV (tifffile for TIFF when installed), so this runs in offline notebooks.
 """
 
