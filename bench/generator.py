@@ -18,7 +18,7 @@ warm-up of two batches per process (the spawned workers start first); reported a
 and the ratio to one process.
 
 Usage:
-    python bench/generator.py [--data ../shared/data] [--batches 40] [--baseline-batches 10]
+    python -m bench.generator [--data ../shared/data] [--batches 40] [--baseline-batches 10]
                               [--process-batches 60] [--processes-only]
 """
 
@@ -32,13 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from cell_seg.data.augment import build_augmentation  # noqa: E402
-from cell_seg.data.dataset import CocoDataset  # noqa: E402
-from cell_seg.files import read_json  # noqa: E402
-from cell_seg.preprocess import normalize_image, pad_to_multiple  # noqa: E402
+from bench.common import DEFAULT_DATA, pycocotools_index, sartorius_reference
+from cell_seg.data.augment import build_augmentation
+from cell_seg.preprocess import normalize_image, pad_to_multiple
 
 BATCH_SIZE = 4
 
@@ -133,29 +129,22 @@ def process_table(dataset, n_batches):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data folder")
     parser.add_argument("--batches", type=int, default=40, help="timed batches per project configuration")
     parser.add_argument("--baseline-batches", type=int, default=10, help="timed batches per baseline configuration")
     parser.add_argument("--process-batches", type=int, default=60, help="timed batches per worker-process count")
     parser.add_argument("--processes-only", action="store_true", help="only the worker-process table")
     args = parser.parse_args(argv)
-    folder = Path(args.data) / "sartorius"
-    coco_path, images_dir = folder / "coco_reference.json", folder / "train"
-    if not coco_path.is_file() or not images_dir.is_dir():
-        print(f"{coco_path} or {images_dir} not found: benchmark skipped")
+    reference = sartorius_reference(args.data)
+    if reference is None:
         return 0
-    from pycocotools.coco import COCO
-
     from cell_seg.data.generator import SegmentationSequence
 
-    coco = read_json(coco_path)
-    dataset = CocoDataset(coco, images_dir)
+    coco_path, coco, dataset = reference
     if args.processes_only:
         process_table(dataset, args.process_batches)
         return 0
-    index = COCO()
-    index.dataset = coco
-    index.createIndex()
+    index = pycocotools_index(coco)
     n_needed = (max(args.batches, args.baseline_batches) + 1) * BATCH_SIZE
     print(f"data: {coco_path} ({len(dataset)} images); batch {BATCH_SIZE}, 'strong' augmentation, foreground + border")
 

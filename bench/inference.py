@@ -20,7 +20,7 @@ Figures (median of --repeat runs, run alternately so all see the same load on a 
   printed too.
 
 Usage:
-    python bench/inference.py [--data ../shared/data] [--repeat 10] [--cells 300]
+    python -m bench.inference [--data ../shared/data] [--repeat 10] [--cells 300]
 """
 
 import argparse
@@ -33,48 +33,19 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import DEFAULT_DATA, model_like_probabilities, sartorius_ground_truth, synthetic_sample  # noqa: E402
+from cell_seg.files import read_image  # noqa: E402
 
-from cell_seg.data import labels as labels_lib  # noqa: E402
-from cell_seg.data import rle as rle_codec  # noqa: E402
-from cell_seg.files import read_image, read_json  # noqa: E402
-from postprocess import probabilities  # noqa: E402  (bench/postprocess.py, beside this script)
-
-SHAPE = (520, 704)
 CHANNELS = ["foreground", "border"]
 
 
 def real_sample(data_root, target_cells):
     """(image id, raw uint8 image, ground-truth label map) of the shsy5y image with about `target_cells` cells."""
-    sartorius = Path(data_root) / "sartorius"
-    coco = read_json(sartorius / "coco_reference.json")
-    shsy5y = {c["id"] for c in coco["categories"] if c["name"] == "shsy5y"}
-    by_image = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    candidates = [i for i, anns in by_image.items() if anns[0]["category_id"] in shsy5y]
-    image_id = min(candidates, key=lambda i: (abs(len(by_image[i]) - target_cells), i))
-    info = next(image for image in coco["images"] if image["id"] == image_id)
-    arrays = [rle_codec.coco_to_indices(a["segmentation"]) for a in by_image[image_id]]
-    label_map, _ = labels_lib.paint_instances(arrays, SHAPE, order="col")
-    return Path(info["file_name"]).stem, read_image(sartorius / "train" / info["file_name"]), label_map
-
-
-def synthetic_sample(n_cells, seed=0):
-    """(name, uint8 image, label map) of `n_cells` random touching ellipses."""
-    rng = np.random.default_rng(seed)
-    label_map = np.zeros(SHAPE, np.int32)
-    for k in range(1, n_cells + 1):
-        center = (int(rng.integers(0, SHAPE[1])), int(rng.integers(0, SHAPE[0])))
-        axes = (int(rng.integers(5, 14)), int(rng.integers(4, 10)))
-        cv2.ellipse(label_map, center, axes, float(rng.uniform(0, 180)), 0, 360, k, -1)
-    label_map = labels_lib.relabel_sequential(label_map)[0]
-    image = np.clip(120 + 60 * (label_map > 0) + rng.normal(0, 10, SHAPE), 0, 255).astype(np.uint8)
-    return "synthetic", image, label_map
+    info, label_map = sartorius_ground_truth(data_root, target_cells=target_cells)
+    image = read_image(Path(data_root) / "sartorius" / "train" / info["file_name"])
+    return Path(info["file_name"]).stem, image, label_map
 
 
 def export_untrained(folder):
@@ -111,7 +82,7 @@ def alternate(functions, repeat):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="shared data root")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data root")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs per figure (median reported)")
     parser.add_argument("--cells", type=int, default=300, help="pick the shsy5y image with about this many cells")
     args = parser.parse_args(argv)
@@ -128,7 +99,8 @@ def main(argv=None):
         source = f"Sartorius shsy5y image {name}"
     else:
         print(f"{args.data}/sartorius not found: using a synthetic image and label map instead")
-        name, image, label_map = synthetic_sample(args.cells)
+        name = "synthetic"
+        image, label_map = synthetic_sample(args.cells)
         source = "synthetic image"
     print(f"input: {source}, {image.shape[0]}x{image.shape[1]} {image.dtype}, ground truth {int(label_map.max())} cells")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
@@ -144,10 +116,10 @@ def main(argv=None):
         x = pad_to_multiple(normalize_image(image, "scale"), 32)[0][None]
         compiled = tf.function(lambda batch: model(batch, training=False))
         settings = PostprocessConfig(mode="watershed")
-        probs_truth = probabilities(label_map)  # bench/postprocess.py's model-like maps
+        probs_truth = model_like_probabilities(label_map)
         labels_truth = to_instances(probs_truth, CHANNELS, mode="watershed", config=settings)[0]
         labels_model = predictor.predict_instances(image, mode="watershed")[0]
-        np.testing.assert_allclose(predictor.predict_probs(image), np.asarray(model(x, training=False))[0, :SHAPE[0]],
+        np.testing.assert_allclose(predictor.predict_probs(image), np.asarray(model(x, training=False))[0, :image.shape[0]],
                                    atol=1e-4)
 
         def end_to_end_untrained():

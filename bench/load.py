@@ -12,21 +12,16 @@ ratio baseline / project, over a spread of images of every cell type and separat
 shsy5y images (the crowded ones, about 300 cells each).
 
 Usage:
-    python bench/load.py [--data ../shared/data] [--images 40] [--shsy5y 15] [--repeats 3]
+    python -m bench.load [--data ../shared/data] [--images 40] [--shsy5y 15] [--repeats 3]
 """
 
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from cell_seg.data.dataset import CocoDataset  # noqa: E402
-from cell_seg.files import read_json  # noqa: E402
+from bench.common import DEFAULT_DATA, pycocotools_index, sartorius_reference
 
 
 def baseline_labels(coco_index, image_id, shape):
@@ -50,23 +45,16 @@ def time_per_image(function, image_ids, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data folder")
     parser.add_argument("--images", type=int, default=40, help="images of all types, evenly spaced in the file")
     parser.add_argument("--shsy5y", type=int, default=15, help="shsy5y images measured separately")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best is kept)")
     args = parser.parse_args(argv)
-    folder = Path(args.data) / "sartorius"
-    coco_path, images_dir = folder / "coco_reference.json", folder / "train"
-    if not coco_path.is_file() or not images_dir.is_dir():
-        print(f"{coco_path} or {images_dir} not found: benchmark skipped")
+    reference = sartorius_reference(args.data)
+    if reference is None:
         return 0
-    from pycocotools.coco import COCO
-
-    coco = read_json(coco_path)
-    dataset = CocoDataset(coco, images_dir)
-    index = COCO()
-    index.dataset = coco
-    index.createIndex()
+    coco_path, coco, dataset = reference
+    index = pycocotools_index(coco)
     print(f"data: {coco_path} ({len(dataset)} images, {len(coco['annotations'])} annotations)")
 
     ids = dataset.image_ids

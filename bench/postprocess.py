@@ -13,7 +13,7 @@ for a 520 x 704 image with about 300 cells), in wall time and in CPU time of thi
 time on a machine shared with other jobs counts their time too; CPU time does not).
 
 Usage:
-    python bench/postprocess.py [--data ../shared/data] [--image ID] [--repeat 20]
+    python -m bench.postprocess [--data ../shared/data] [--image ID] [--repeat 20]
 """
 
 import argparse
@@ -24,57 +24,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cell_seg import postprocess  # noqa: E402
-from cell_seg.data import labels as labels_lib  # noqa: E402
-from cell_seg.data import rle as rle_codec  # noqa: E402
-from cell_seg.data.targets import distance_map  # noqa: E402
-from cell_seg.files import read_json  # noqa: E402
-
-SHAPE = (520, 704)
-
-
-def real_label_map(data_root, image_id=None, target_cells=300):
-    """Ground-truth label map of a Sartorius shsy5y image (closest to `target_cells` cells)."""
-    coco = read_json(Path(data_root) / "sartorius" / "coco_reference.json")
-    shsy5y = {c["id"] for c in coco["categories"] if c["name"] == "shsy5y"}
-    by_image = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    if image_id is None:
-        candidates = [i for i, anns in by_image.items() if anns[0]["category_id"] in shsy5y]
-        image_id = min(candidates, key=lambda i: (abs(len(by_image[i]) - target_cells), i))
-    anns = by_image[image_id]
-    arrays = [rle_codec.coco_to_indices(a["segmentation"]) for a in anns]
-    label_map, _ = labels_lib.paint_instances(arrays, SHAPE, order="col")
-    return image_id, label_map
-
-
-def synthetic_label_map(n_cells=300, seed=0):
-    """Label map of `n_cells` random touching ellipses on a 520 x 704 image."""
-    rng = np.random.default_rng(seed)
-    label_map = np.zeros(SHAPE, np.int32)
-    for k in range(1, n_cells + 1):
-        center = (int(rng.integers(0, SHAPE[1])), int(rng.integers(0, SHAPE[0])))
-        axes = (int(rng.integers(5, 14)), int(rng.integers(4, 10)))
-        cv2.ellipse(label_map, center, axes, float(rng.uniform(0, 180)), 0, 360, k, -1)
-    return labels_lib.relabel_sequential(label_map)[0]
-
-
-def probabilities(label_map, seed=0):
-    """Realistic-looking foreground / border / distance probabilities from a label map."""
-    rng = np.random.default_rng(seed)
-    union = (label_map > 0).astype(np.float32)
-    foreground = cv2.GaussianBlur(union, (0, 0), 1.5) + rng.normal(0, 0.05, union.shape).astype(np.float32)
-    as_float = label_map.astype(np.float32)
-    kernel = np.ones((3, 3), np.uint8)
-    outline = (cv2.dilate(as_float, kernel) != cv2.erode(as_float, kernel)) & (label_map > 0)
-    border = cv2.GaussianBlur(outline.astype(np.float32), (0, 0), 1.0) * 2.0
-    distance = cv2.GaussianBlur(distance_map(label_map), (0, 0), 1.0)
-    distance += rng.normal(0, 0.05, union.shape).astype(np.float32)
-    return np.clip(np.stack([foreground, border, distance], axis=-1), 0, 1).astype(np.float32)
+from bench.common import (
+    DEFAULT_DATA,
+    model_like_probabilities,
+    sartorius_ground_truth,
+    synthetic_label_map,
+)
+from cell_seg import postprocess
+from cell_seg.data import labels as labels_lib
+from cell_seg.data import rle as rle_codec
 
 
 def baseline_instances(probs, mode, min_area=10):
@@ -116,19 +74,20 @@ def compare_ms(ours, baseline, repeat):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="shared data root")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data root")
     parser.add_argument("--image", default=None, help="Sartorius image id (default: shsy5y image with ~300 cells)")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per figure (median reported)")
     args = parser.parse_args(argv)
 
     if (Path(args.data) / "sartorius" / "coco_reference.json").is_file():
-        image_id, label_map = real_label_map(args.data, args.image)
+        info, label_map = sartorius_ground_truth(args.data, args.image)
+        image_id = info["id"]
         source = f"Sartorius shsy5y image {image_id} (ground truth -> probabilities)"
     else:
         print(f"{args.data}/sartorius not found: using a synthetic label map instead")
         label_map = synthetic_label_map()
         source = "synthetic label map"
-    probs = probabilities(label_map)
+    probs = model_like_probabilities(label_map)
     channels = ["foreground", "border", "distance"]
     print(f"input: {source}, {probs.shape[0]}x{probs.shape[1]}, {int(label_map.max())} cells")
 
