@@ -37,7 +37,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from cell_seg.config import ModelConfig  # noqa: E402
-from cell_seg.losses import SegmentationLoss, build_metrics  # noqa: E402
+from cell_seg.losses import SegmentationLoss  # noqa: E402
+from cell_seg.train_metrics import build_metrics  # noqa: E402
 from cell_seg.models import build_model  # noqa: E402
 
 

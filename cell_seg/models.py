@@ -29,8 +29,8 @@ Notes on the Keras 3 stack:
   imports segmentation_models (it registers the ``swish`` and ``FixedDropout`` objects of
   EfficientNet encoders) and this package's losses, metrics and layers. Plain
   ``keras.saving.load_model`` also works in a process that has imported
-  ``cell_seg.models`` and ``cell_seg.losses`` (and, for segmentation_models encoders,
-  called :func:`cell_seg.sm_compat.import_segmentation_models`).
+  ``cell_seg.models``, ``cell_seg.losses`` and ``cell_seg.train_metrics`` (and, for
+  segmentation_models encoders, called :func:`cell_seg.sm_compat.import_segmentation_models`).
 * On CPU, compile with ``jit_compile=False`` (Keras' ``"auto"`` also leaves XLA off on a
   machine without GPU): with XLA a unet-efficientnetb0 step is about 3.7x slower there
   (``bench/models.py``).
@@ -601,10 +601,13 @@ def check_input_size(config, height, width):
 
 def custom_objects():
     """All custom Keras objects a cell_seg ``.keras`` file may contain, by registered name."""
-    from cell_seg import losses
+    # Importing them also registers them: checkpoints compiled with the package's losses and
+    # metrics name them `cell_seg>...`.
+    from cell_seg import losses, train_metrics
 
     objects = {keras.saving.get_registered_name(cls): cls for cls in (ResizeByFactor, BilinearKernel)}
     objects.update(losses.CUSTOM_OBJECTS)
+    objects.update(train_metrics.CUSTOM_OBJECTS)
     return objects
 
 

@@ -368,7 +368,8 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
 
     import keras
 
-    from cell_seg.losses import build_loss, build_metrics
+    from cell_seg.losses import build_loss
+    from cell_seg.train_metrics import build_metrics
     from cell_seg.models import build_model, load_model, model_stride
 
     set_seeds(config.train.seed)

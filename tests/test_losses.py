@@ -1,4 +1,4 @@
-"""Tests of cell_seg.losses: values computed by hand, edge cases, metrics, save/load, distribution."""
+"""Tests of cell_seg.losses: values computed by hand, edge cases, save/load with the training metrics, distribution."""
 
 import dataclasses
 import subprocess
@@ -15,15 +15,13 @@ import tensorflow as tf
 from cell_seg.config import LossConfig
 from cell_seg.errors import ConfigError
 from cell_seg.losses import (
-    ChannelDice,
-    ChannelIoU,
     DiceLoss,
     FocalLoss,
     SegmentationLoss,
     WeightedBCE,
     build_loss,
-    build_metrics,
 )
+from cell_seg.train_metrics import build_metrics
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -202,50 +200,6 @@ def test_loss_config_round_trip():
         assert type(clone) is type(loss) and clone.get_config() == loss.get_config()
 
 
-# --------------------------------------------------------------------------- metrics
-
-def test_channel_iou_and_dice_accumulate_over_batches():
-    iou, dice = ChannelIoU(1), ChannelDice(1)
-    truth = np.zeros((1, 2, 2, 2), np.float32)
-    truth[0, 0, :, 1] = 1  # two positives in channel 1
-    pred = np.zeros((1, 2, 2, 2), np.float32)
-    pred[0, 0, 0, 1] = 0.9   # hit
-    pred[0, 1, 1, 1] = 0.7   # false positive
-    pred[0, 0, 1, 1] = 0.5   # not above the threshold
-    pred[..., 0] = 1.0       # channel 0 ignored
-    for metric in (iou, dice):
-        metric.update_state(truth, pred)
-    assert as_float(iou.result()) == pytest.approx(1 / 3)        # I=1, U=3
-    assert as_float(dice.result()) == pytest.approx(2 / 4)       # 2I / (2 + 2)
-    perfect = truth.copy()
-    for metric in (iou, dice):
-        metric.update_state(truth, perfect)                       # I=2, |Y|=2, |P|=2
-    assert as_float(iou.result()) == pytest.approx(3 / 5)        # I=3, U=5
-    assert as_float(dice.result()) == pytest.approx(6 / 8)
-    iou.reset_state()
-    assert as_float(iou.result()) == 1.0                          # nothing seen: empty vs empty
-
-
-def test_metric_threshold_and_sample_weight():
-    truth = np.ones((2, 1, 2, 1), np.float32)
-    pred = np.array([[[[0.6], [0.2]]], [[[0.6], [0.6]]]], np.float32)
-    assert as_float(ChannelIoU(0, threshold=0.5)(truth, pred)) == pytest.approx(3 / 4)
-    assert as_float(ChannelIoU(0, threshold=0.1)(truth, pred)) == pytest.approx(1.0)
-    weighted = ChannelIoU(0)
-    weighted.update_state(truth, pred, sample_weight=np.array([1.0, 0.0]))
-    assert as_float(weighted.result()) == pytest.approx(1 / 2)
-
-
-def test_build_metrics_names_and_config():
-    metrics = build_metrics(["foreground", "border"], threshold=0.4)
-    assert [m.name for m in metrics] == ["iou_foreground", "dice_foreground", "iou_border", "dice_border"]
-    assert [m.channel for m in metrics] == [0, 0, 1, 1]
-    config = metrics[2].get_config()
-    assert config["channel"] == 1 and config["threshold"] == 0.4
-    clone = ChannelIoU.from_config(config)
-    assert (clone.name, clone.channel, clone.threshold) == ("iou_border", 1, 0.4)
-
-
 # --------------------------------------------------------------------------- with a model
 
 def tiny_model():
@@ -286,7 +240,7 @@ def test_saved_checkpoint_reloads_with_loss_and_metrics(tmp_path):
     expected = model.evaluate(images, targets, batch_size=2, verbose=0, return_dict=True)
     assert np.isfinite(expected["loss"])
 
-    # In a process that has imported cell_seg.losses, plain Keras needs no custom objects.
+    # In a process that has imported cell_seg.losses and cell_seg.train_metrics, plain Keras needs no custom objects.
     for loaded in (keras.saving.load_model(path), load_model(path)):
         assert loaded.loss.get_config() == model.loss.get_config()
         other = np.random.default_rng(1).random((1, 24, 8, 3), dtype=np.float32)
@@ -298,7 +252,7 @@ def test_saved_checkpoint_reloads_with_loss_and_metrics(tmp_path):
 
 
 def test_fresh_process_needs_cell_seg_imported(tmp_path):
-    """Documents the rule: import cell_seg.losses (or use cell_seg.models.load_model) first."""
+    """Documents the rule: import cell_seg.losses and cell_seg.train_metrics (or use cell_seg.models.load_model) first."""
     model = tiny_model()
     compile_tiny(model)
     path = tmp_path / "tiny.keras"

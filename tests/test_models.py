@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from cell_seg.config import ModelConfig
 from cell_seg.errors import ModelError
-from cell_seg.losses import SegmentationLoss, build_metrics
+from cell_seg.losses import SegmentationLoss
+from cell_seg.train_metrics import build_metrics
 from cell_seg.models import (
     BilinearKernel,
     ResizeByFactor,

@@ -105,7 +105,8 @@ def step_bench(specs, batch, size, policy, figures, steps=20):
     import numpy as np
 
     from cell_seg.config import ModelConfig
-    from cell_seg.losses import SegmentationLoss, build_metrics
+    from cell_seg.losses import SegmentationLoss
+    from cell_seg.train_metrics import build_metrics
     from cell_seg.models import build_model
 
     keras.mixed_precision.set_global_policy(policy)
