@@ -1,10 +1,10 @@
 """Accuracy on real data: convert, split, train within a time budget, tune, report.
 
-    python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --budget 45
-    python bench/accuracy.py --dataset sartorius --config configs/sartorius_unet_effb0.yaml --budget 90
-    python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume   # after a kill
-    python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume --budget 40 train.epochs=34
-    python bench/accuracy.py --dataset dsb2018 --config configs/dsb2018_unet.yaml --evaluate-only --tta
+    python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet.yaml --budget 45
+    python -m bench.accuracy --dataset sartorius --config configs/sartorius_unet_effb0.yaml --budget 90
+    python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume   # after a kill
+    python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume --budget 40 train.epochs=34
+    python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet.yaml --evaluate-only --tta
 
 Reads ../shared/data (or --data). The conversion uses the project's own converters; the split is
 the seeded, stratified one of `data.coco`. Training runs through `cell_seg.train.run`, which
@@ -24,11 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cell_seg.config import load_config  # noqa: E402
-from cell_seg.files import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from bench.common import DEFAULT_DATA, REPO
+from cell_seg.config import load_config
+from cell_seg.files import read_json, write_json_atomic, write_text_atomic
 
 PUBLISHED = {
     "sartorius": "published leaderboard scores: plain U-Net + components 0.04-0.15, Mask R-CNN 0.28-0.34, "
@@ -81,7 +79,7 @@ def convert(dataset, data_root, cache):
 
 def commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     except OSError:
         return "unknown"
 
@@ -128,7 +126,7 @@ def report(dataset, config, run_dir, train_seconds):
     }
     result["run"] = config.name
     result["encoder_weights"] = config.model.encoder_weights
-    out = ROOT / "bench" / "results" / config.name
+    out = REPO / "bench" / "results" / config.name
     write_json_atomic(result, out.with_suffix(".json"), indent=2)
     lines = [
         f"# {dataset}: {result['model']} ({result['train_seconds'] / 60:.0f} min training, {result['epochs_trained']} epochs, "
@@ -155,8 +153,8 @@ def main():
     parser.add_argument("--dataset", choices=("sartorius", "dsb2018"), required=True)
     parser.add_argument("--config", required=True)
     parser.add_argument("--budget", type=float, default=90, help="training minutes")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--runs", default=str(REPO / "runs"))
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="tune and score the finished run again (e.g. after a post-processing change), no training")
@@ -170,7 +168,7 @@ def main():
     if not data_root.is_dir():
         print(f"{data_root} not found: nothing to measure", file=sys.stderr)
         return 0
-    cache = ROOT / "bench" / "out"
+    cache = REPO / "bench" / "out"
     cache.mkdir(parents=True, exist_ok=True)
     coco, images = convert(args.dataset, data_root, cache)
     from cell_seg.train import resolve_data, run

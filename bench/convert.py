@@ -9,7 +9,7 @@ Measured in the same run:
   + area + bbox. It runs on a subset of rows (--baseline-rows) and is extrapolated per row.
 
 Usage:
-    python bench/convert.py [--data ../shared/data] [--baseline-rows 3000]
+    python -m bench.convert [--data ../shared/data] [--baseline-rows 3000]
 """
 
 import argparse
@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from cell_seg.data import rle as rle_codec  # noqa: E402
-from cell_seg.data.convert import convert_kaggle  # noqa: E402
+from bench.common import DEFAULT_DATA
+from cell_seg.data import rle as rle_codec
+from cell_seg.data.convert import convert_kaggle
 
 
 def baseline_row(annotation, height, width):
@@ -40,7 +38,7 @@ def baseline_row(annotation, height, width):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data folder")
     parser.add_argument("--baseline-rows", type=int, default=3000, help="rows the baseline converts (extrapolated)")
     args = parser.parse_args(argv)
     folder = Path(args.data) / "sartorius"

@@ -15,7 +15,7 @@ It also prints the oracle scores over the whole demo set, the watershed against 
 Needs only the package (the demo data ships with it), no network and no training.
 
 Usage:
-    python bench/make_figures.py [--out docs/figures]
+    python -m bench.make_figures [--out docs/figures]
 """
 
 import argparse
@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cell_seg import viz  # noqa: E402
-from cell_seg.data.dataset import CocoDataset  # noqa: E402
-from cell_seg.data.targets import build_targets  # noqa: E402
-from cell_seg.metrics import map_iou  # noqa: E402
-from cell_seg.postprocess import to_instances  # noqa: E402
-from cell_seg.sample_data import COCO_JSON, IMAGES_DIR  # noqa: E402
+from bench.common import REPO
+from cell_seg import viz
+from cell_seg.data.dataset import CocoDataset
+from cell_seg.data.targets import build_targets
+from cell_seg.metrics import map_iou
+from cell_seg.postprocess import to_instances
+from cell_seg.sample_data import COCO_JSON, IMAGES_DIR
 
 CHANNELS = ["foreground", "border"]
 FIGURES = ("demo_ground_truth.png", "demo_overview.png", "oracle_components_vs_watershed.png")
@@ -63,7 +61,7 @@ def shrink_png(path, colors=256):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "docs" / "figures"), help="folder for the PNGs (default docs/figures)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "figures"), help="folder for the PNGs (default docs/figures)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     started = time.time()

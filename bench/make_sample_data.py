@@ -12,7 +12,7 @@ fields ("<id>.png") are relative to the `images` folder, as for every converter'
 (`file_name` relative to the folder passed as `--images`).
 
 Usage:
-    python bench/make_sample_data.py [--data ../shared/data] [--out cell_seg/sample_data]
+    python -m bench.make_sample_data [--data ../shared/data] [--out cell_seg/sample_data]
 """
 
 import argparse
@@ -22,11 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from cell_seg.data.convert import convert_masks  # noqa: E402
-from cell_seg.files import read_image, write_json_atomic  # noqa: E402
+from bench.common import DEFAULT_DATA, REPO
+from cell_seg.data.convert import convert_masks
+from cell_seg.files import read_image, write_json_atomic
 
 PICKS = (("fluorescence", 12, 520), ("histology", 6, 520), ("brightfield", 2, None))
 
@@ -49,7 +47,7 @@ def select_ids(images, picks=PICKS):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="shared data folder")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data folder")
     parser.add_argument("--out", default=str(REPO / "cell_seg" / "sample_data"), help="sample_data folder to write")
     args = parser.parse_args(argv)
     root = Path(args.data) / "dsb2018" / "stage1_train"

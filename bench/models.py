@@ -16,7 +16,7 @@ reported separately from the median of the following steps, which alternate betw
 the models so that background load affects them alike.
 
 Usage:
-    python bench/models.py [--size 256] [--batch 4] [--steps 5] [--no-xla] [--no-bf16] [--only-bf16]
+    python -m bench.models [--size 256] [--batch 4] [--steps 5] [--no-xla] [--no-bf16] [--only-bf16]
 """
 
 import argparse
@@ -25,12 +25,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402

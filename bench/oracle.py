@@ -17,7 +17,7 @@ truth label map (train.csv decoded, overlaps resolved with the later cell winnin
 type, on a seeded subset (default 20 images per type) or on every image (--all).
 
 Usage:
-    python bench/oracle.py [--data ../shared/data] [--per-type 20] [--all] [--seed 0] [--min-area 10]
+    python -m bench.oracle [--data ../shared/data] [--per-type 20] [--all] [--seed 0] [--min-area 10]
                            [--distance-thresholds 0.05 0.2 0.5] [--border-thresholds 0.5] [--blur 0]
 """
 
@@ -30,15 +30,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import DEFAULT_DATA, SARTORIUS_SHAPE
+from cell_seg.data.targets import build_targets
+from cell_seg.metrics import map_iou
+from cell_seg.postprocess import PostprocessConfig, to_instances
+from cell_seg.submission import read_sartorius_csv
 
-from cell_seg.data.targets import build_targets  # noqa: E402
-from cell_seg.metrics import map_iou  # noqa: E402
-from cell_seg.postprocess import PostprocessConfig, to_instances  # noqa: E402
-from cell_seg.submission import read_sartorius_csv  # noqa: E402
-
-SHAPE = (520, 704)
 CHANNELS = ["foreground", "border", "distance"]
 
 
@@ -62,7 +59,7 @@ def variants(distance_thresholds, border_thresholds=(0.5,)):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="shared data root")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="shared data root")
     parser.add_argument("--per-type", type=int, default=20, help="images per cell type in the seeded subset")
     parser.add_argument("--all", action="store_true", help="use every image instead of the subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset")
@@ -93,7 +90,8 @@ def main(argv=None):
 
     rows = variants(args.distance_thresholds, args.border_thresholds)
     truths, predictions, seconds = [], {row[0]: [] for row in rows}, {row[0]: 0.0 for row in rows}
-    label_maps = read_sartorius_csv(csv, SHAPE, allow_overlap=True, column="annotation", ids=list(chosen.index))
+    label_maps = read_sartorius_csv(csv, SARTORIUS_SHAPE, allow_overlap=True, column="annotation",
+                                    ids=list(chosen.index))
     for image_id in chosen.index:
         truth = label_maps[image_id]
         truths.append(truth)

@@ -2,7 +2,7 @@
 
 Model: the released DSB2018 U-Net-EfficientNet-B0 (`weights/dsb2018_unet_effb0`, tuned watershed
 post-processing from its metadata). Images: the DSB2018 validation images of the
-`configs/dsb2018_unet.yaml` split (seeded, as `bench/accuracy.py` makes it) that are larger than
+`configs/dsb2018_unet.yaml` split (seeded, as `python -m bench.accuracy` makes it) that are larger than
 --tile in either dimension, so that tiling changes something. Baseline: whole-image prediction.
 
 Printed per way of joining tiles: mean and largest absolute difference of the probability maps
@@ -11,7 +11,7 @@ from the whole-image mAP. A U-Net-B0 sees far beyond 32 pixels, so neither way e
 prediction here; the figure says which one comes closer.
 
 Usage:
-    python bench/tiling.py [--data ../shared/data] [--tile 256] [--overlap 64] [--limit N]
+    python -m bench.tiling [--data ../shared/data] [--tile 256] [--overlap 64] [--limit N]
 """
 
 import argparse
@@ -24,11 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from accuracy import convert  # noqa: E402  (bench/accuracy.py, beside this script)
+from bench.accuracy import convert  # noqa: E402
+from bench.common import DEFAULT_DATA, REPO  # noqa: E402
 from cell_seg.config import load_config  # noqa: E402
 
 BLENDS = ("center", "linear")
@@ -36,8 +33,8 @@ BLENDS = ("center", "linear")
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding dsb2018/")
-    parser.add_argument("--model", default=str(ROOT / "weights" / "dsb2018_unet_effb0"), help="model to predict with")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding dsb2018/")
+    parser.add_argument("--model", default=str(REPO / "weights" / "dsb2018_unet_effb0"), help="model to predict with")
     parser.add_argument("--tile", type=int, default=256, help="tile size (default 256)")
     parser.add_argument("--overlap", type=int, default=64, help="least overlap of neighbouring tiles (default 64)")
     parser.add_argument("--limit", type=int, help="at most this many images")
@@ -52,10 +49,10 @@ def main(argv=None):
     from cell_seg.inference import Predictor
     from cell_seg.train import resolve_data
 
-    cache = ROOT / "bench" / "out"
+    cache = REPO / "bench" / "out"
     cache.mkdir(parents=True, exist_ok=True)
     coco, images = convert("dsb2018", data_root, cache)
-    config = load_config(ROOT / "configs" / "dsb2018_unet.yaml", [f"data.coco={coco}", f"data.images={images}"])
+    config = load_config(REPO / "configs" / "dsb2018_unet.yaml", [f"data.coco={coco}", f"data.images={images}"])
     _, val_coco, images = resolve_data(config)
     dataset = CocoDataset(val_coco, images)
     large = [i for i in dataset.image_ids if max(dataset.image_shape(i)) > args.tile][: args.limit]

@@ -1,19 +1,15 @@
 """The GPU run kit's data path: pack (WebP, gzip COCO) and the machine-side unpack give back the images."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from bench.gpu_kit import device_train, pack
 from cell_seg.data.synthetic import write_synthetic_coco
 from cell_seg.files import read_image, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench" / "gpu_kit"))
-
-import device_train  # noqa: E402
-import pack  # noqa: E402
 
 
 def test_packed_images_come_back_as_the_pngs_the_coco_names(tmp_path):

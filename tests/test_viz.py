@@ -363,11 +363,8 @@ def test_cli_default_output_name_and_headless_figure(cli_files):
 
 
 def test_readme_figures_script_writes_its_three_figures(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import make_figures
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    from bench import make_figures
+
     assert make_figures.main(["--out", str(tmp_path)]) == 0
     for name in make_figures.FIGURES:
         image = cv2.imread(str(tmp_path / name))

@@ -13,7 +13,8 @@ Run by `bench/gpu_kit/device_run.sh` (which installs the pack's wheels first). S
    better score, and the best model once training ends.
 
 Every figure is printed on one line starting with `kit:` and stored in the manifest's `extra`.
-It also runs on a CPU machine (`KERAS_BACKEND=jax python bench/gpu_kit/device_train.py ...`).
+It also runs on a CPU machine, from the repository root
+(`KERAS_BACKEND=jax python -m bench.gpu_kit.device_train ...`).
 """
 
 import argparse
@@ -29,7 +30,6 @@ from multiprocessing import get_context
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 def report(figures, **values):

@@ -17,7 +17,7 @@ The working tree travels too (26.7 MiB, most of it `weights/`), and both togethe
 64 MiB: the script prints the total and fails above `--limit-mib`.
 
 Usage (from the repository root):
-    python bench/gpu_kit/pack.py --config configs/dsb2018_unet_lite0.yaml [--quality 80] [key=value ...]
+    python -m bench.gpu_kit.pack --config configs/dsb2018_unet_lite0.yaml [--quality 80] [key=value ...]
 """
 
 import argparse
@@ -33,8 +33,6 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
 KIT = Path(__file__).resolve().parent
 PACK = KIT / "pack"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",

@@ -1,6 +1,6 @@
 """Turn the files a GPU run returned (weight pieces + manifest.json) into a run directory, on this CPU.
 
-    python bench/gpu_kit/reassemble.py --from /work/.device/files/... --out runs/sartorius_gpu
+    python -m bench.gpu_kit.reassemble --from /work/.device/files/... --out runs/sartorius_gpu
 
 The run directory then works with every command that takes one:
 
@@ -12,11 +12,7 @@ The run directory then works with every command that takes one:
 import argparse
 import json
 import os
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
