@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cell_seg.cli import run_main
+from cell_seg.cli.common import run_main
 from cell_seg.files import atomic_folder, write_json_atomic
 
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cell_seg import __version__
-from cell_seg.cli import run_main
+from cell_seg.cli.common import run_main
 from cell_seg.errors import ModelError
 from cell_seg.preprocess import LUMINANCE_WEIGHTS, MINMAX_PERCENTILES
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cell_seg.cli import run_main
+from cell_seg.cli.common import run_main
 from cell_seg.errors import DataError
 from cell_seg.inference import BLEND_MODES, DEFAULT_OVERLAP
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cell_seg import __version__
-from cell_seg.cli import run_main
+from cell_seg.cli.common import run_main
 from cell_seg.config import describe_fields, load_config, save_config
 from cell_seg.data.coco import validate_coco
 from cell_seg.errors import ConfigError, DataError

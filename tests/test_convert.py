@@ -13,7 +13,7 @@ from conftest import REPO_ROOT, write_png
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from cell_seg import convert as convert_cli
+import cell_seg.cli.convert as convert_cli
 from cell_seg.data import convert
 from cell_seg.data.coco import coco_stats
 from cell_seg.data.rle import encode_rle

@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cell_seg import cli as cli_module
+import cell_seg.cli.common as cli_common
+import cell_seg.cli.convert as convert_cli
+import cell_seg.cli.split as split_cli
 from cell_seg.data.rle import rle_to_coco
 from cell_seg.errors import ConfigError, DataError
 
@@ -96,7 +98,7 @@ def stand_in(monkeypatch):
 def run_cli(main, argv, capsys):
     """Run a CLI's main through run_main; returns (exit code, stdout, stderr)."""
     with pytest.raises(SystemExit) as exited:
-        cli_module.run_main(main, [str(a) for a in argv])
+        cli_common.run_main(main, [str(a) for a in argv])
     out, err = capsys.readouterr()
     return exited.value.code, out, err
 
@@ -122,35 +124,31 @@ def blocked(tmp_path):
 
 
 def test_convert_and_split_name_an_unwritable_out(tmp_path, images, coco_file, blocked, capsys):
-    from cell_seg import convert, split
-
     out = blocked / "coco.json"
-    code, _, err = run_cli(convert.main, ["kaggle", "--csv", kaggle_csv(tmp_path / "train.csv"), "--images", images,
+    code, _, err = run_cli(convert_cli.main, ["kaggle", "--csv", kaggle_csv(tmp_path / "train.csv"), "--images", images,
                                           "--out", out], capsys)
     assert_one_line_naming(code, err, out)
     assert "is a file, not a folder" in err
-    code, _, err = run_cli(split.main, ["--coco", coco_file, "--out", blocked / "split", "--val", "0.5"], capsys)
+    code, _, err = run_cli(split_cli.main, ["--coco", coco_file, "--out", blocked / "split", "--val", "0.5"], capsys)
     assert_one_line_naming(code, err, blocked / "split")
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_out_in_proc_names_the_given_path_not_the_temporary_file(tmp_path, images, capsys):
-    from cell_seg import convert
-
-    code, _, err = run_cli(convert.main, ["kaggle", "--csv", kaggle_csv(tmp_path / "train.csv"), "--images", images,
+    code, _, err = run_cli(convert_cli.main, ["kaggle", "--csv", kaggle_csv(tmp_path / "train.csv"), "--images", images,
                                           "--out", "/proc/x.json"], capsys)
     assert_one_line_naming(code, err, "/proc/x.json")
 
 
 def test_a_full_disk_names_the_out_file(tmp_path, images, monkeypatch, capsys):
-    from cell_seg import convert, files
+    from cell_seg import files
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it: no file name
 
     monkeypatch.setattr(files.json, "dump", full)
     out = tmp_path / "coco.json"
-    code, _, err = run_cli(convert.main, ["kaggle", "--csv", kaggle_csv(tmp_path / "train.csv"), "--images", images,
+    code, _, err = run_cli(convert_cli.main, ["kaggle", "--csv", kaggle_csv(tmp_path / "train.csv"), "--images", images,
                                           "--out", out], capsys)
     assert_one_line_naming(code, err, out)
     assert "no space left on device" in err
@@ -181,8 +179,6 @@ def test_evaluate_export_and_train_name_an_unwritable_out(coco_file, images, blo
 
 def test_an_unreadable_input_is_one_line(tmp_path, images, monkeypatch, capsys):
     """PermissionError on an input (simulated: the tests may run as root, who reads everything)."""
-    from cell_seg import split
-
     coco = tmp_path / "locked.json"
     coco.write_text("{}")
     real_open = open
@@ -193,7 +189,7 @@ def test_an_unreadable_input_is_one_line(tmp_path, images, monkeypatch, capsys):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", locked)
-    code, _, err = run_cli(split.main, ["--coco", coco, "--out", tmp_path / "s"], capsys)
+    code, _, err = run_cli(split_cli.main, ["--coco", coco, "--out", tmp_path / "s"], capsys)
     assert_one_line_naming(code, err, coco)
     assert "permission denied" in err
 
@@ -228,7 +224,7 @@ def test_predict_labels_leaves_nothing_when_an_image_is_bad(tmp_path, images, st
 
 
 def test_split_writes_all_files_or_none(tmp_path, coco_file, monkeypatch, capsys):
-    from cell_seg import files, split
+    from cell_seg import files
 
     real_write = files.write_json_atomic
     calls = []
@@ -240,7 +236,7 @@ def test_split_writes_all_files_or_none(tmp_path, coco_file, monkeypatch, capsys
         return real_write(obj, path, indent)
 
     monkeypatch.setattr(files, "write_json_atomic", fail_on_the_third)
-    code, _, err = run_cli(split.main, ["--coco", coco_file, "--out", tmp_path / "folds", "--folds", "2"], capsys)
+    code, _, err = run_cli(split_cli.main, ["--coco", coco_file, "--out", tmp_path / "folds", "--folds", "2"], capsys)
     assert code == 2 and "folds" in err
     assert not (tmp_path / "folds").exists()
 
@@ -249,28 +245,26 @@ def test_split_writes_all_files_or_none(tmp_path, coco_file, monkeypatch, capsys
 
 
 def test_header_only_csv_and_empty_jsonl_are_errors_unless_allowed(tmp_path, images, capsys):
-    from cell_seg import convert
-
     csv = kaggle_csv(tmp_path / "train.csv", rows=False)
     out = tmp_path / "coco.json"
-    code, _, err = run_cli(convert.main, ["kaggle", "--csv", csv, "--images", images, "--out", out], capsys)
+    code, _, err = run_cli(convert_cli.main, ["kaggle", "--csv", csv, "--images", images, "--out", out], capsys)
     assert code == 2 and str(csv) in err and "no image" in err and "--allow-empty" in err
     assert not out.exists()
     jsonl = tmp_path / "polygons.jsonl"
     jsonl.write_text("")
-    code, _, err = run_cli(convert.main, ["polygons", "--jsonl", jsonl, "--images", images, "--out", out], capsys)
+    code, _, err = run_cli(convert_cli.main, ["polygons", "--jsonl", jsonl, "--images", images, "--out", out], capsys)
     assert code == 2 and str(jsonl) in err and not out.exists()
-    code, _, err = run_cli(convert.main, ["polygons", "--jsonl", jsonl, "--images", images, "--out", out,
+    code, _, err = run_cli(convert_cli.main, ["polygons", "--jsonl", jsonl, "--images", images, "--out", out,
                                           "--allow-empty"], capsys)
     assert code == 0 and "warning" in err and json.loads(out.read_text())["images"] == []
 
 
 def test_empty_coco_is_an_error_for_split_and_evaluate(tmp_path, images, stand_in, capsys):
-    from cell_seg import evaluate, split
+    from cell_seg import evaluate
 
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
-    code, _, err = run_cli(split.main, ["--coco", empty, "--out", tmp_path / "s"], capsys)
+    code, _, err = run_cli(split_cli.main, ["--coco", empty, "--out", tmp_path / "s"], capsys)
     assert code == 2 and "no images" in err and str(empty) in err
     code, _, err = run_cli(evaluate.main, ["--model", "m", "--coco", empty, "--images", images], capsys)
     assert code == 2 and "no images" in err and str(empty) in err
@@ -307,7 +301,7 @@ KINDS = ["unknown image id", "no segmentation", "unknown category", "no file_nam
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_coco_reader_rejects_the_same_faults(tmp_path, images, stand_in, kind, capsys):
-    from cell_seg import evaluate, split
+    from cell_seg import evaluate
     from cell_seg.config import load_config
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.train import resolve_data
@@ -317,7 +311,7 @@ def test_every_coco_reader_rejects_the_same_faults(tmp_path, images, stand_in, k
     path.write_text(json.dumps(coco))
     expected = (str(path), where, f"field {field}")
 
-    code, _, err = run_cli(split.main, ["--coco", path, "--out", tmp_path / "s", "--val", "0.5"], capsys)
+    code, _, err = run_cli(split_cli.main, ["--coco", path, "--out", tmp_path / "s", "--val", "0.5"], capsys)
     assert code == 2 and all(part in err for part in expected), err
     code, _, err = run_cli(evaluate.main, ["--model", "m", "--coco", path, "--images", images], capsys)
     assert code == 2 and all(part in err for part in expected), err
@@ -352,9 +346,7 @@ def test_sparse_split_group_falls_back_with_a_warning_naming_the_config_key(tmp_
 
 
 def test_split_cli_names_the_option_for_a_missing_group(tmp_path, coco_file, capsys):
-    from cell_seg import split
-
-    code, _, err = run_cli(split.main, ["--coco", coco_file, "--out", tmp_path / "s", "--group", "plate"], capsys)
+    code, _, err = run_cli(split_cli.main, ["--coco", coco_file, "--out", tmp_path / "s", "--group", "plate"], capsys)
     assert code == 2 and "--group" in err and "plate" in err and str(coco_file) in err
 
 
@@ -375,7 +367,7 @@ def test_tensorflow_start_up_log_is_silenced_unless_the_user_set_a_level(tmp_pat
     env["PYTHONPATH"] = os.pathsep.join([str(_fake_tensorflow(tmp_path)), str(ROOT)])
     if user_level is not None:
         env["TF_CPP_MIN_LOG_LEVEL"] = user_level
-    code = ("import os, sys\nfrom cell_seg.cli import run_main\n"
+    code = ("import os, sys\nfrom cell_seg.cli.common import run_main\n"
             "def main(argv):\n    import tensorflow\n    print(os.environ['TF_CPP_MIN_LOG_LEVEL'])\n"
             "run_main(main)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)

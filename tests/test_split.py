@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from conftest import REPO_ROOT
 
-from cell_seg import split as split_cli
+import cell_seg.cli.split as split_cli
 from cell_seg.data.coco import subset_coco
 from cell_seg.data.split import class_counts, kfold_coco, split_coco
 from cell_seg.errors import DataError

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import cell_seg.cli.viz as viz_cli
 from cell_seg import viz
 from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.synthetic import write_synthetic_coco
@@ -305,7 +306,7 @@ def cli_files(synthetic, tmp_path):
 
 def test_cli_overlay_from_a_label_image(cli_files, capsys):
     out = cli_files["dir"] / "o.png"
-    assert viz.main(["--image", str(cli_files["image"]), "--labels", str(cli_files["dir"] / "pred.png"), "--out", str(out)]) == 0
+    assert viz_cli.main(["--image", str(cli_files["image"]), "--labels", str(cli_files["dir"] / "pred.png"), "--out", str(out)]) == 0
     written = cv2.imread(str(out))
     assert written.shape[:2] == cli_files["truth"].shape  # the image's own resolution
     assert f"{len(np.unique(cli_files['pred'])) - 1} instances" in capsys.readouterr().out
@@ -313,8 +314,8 @@ def test_cli_overlay_from_a_label_image(cli_files, capsys):
 
 def test_cli_overlay_from_a_submission_equals_the_label_image_one(cli_files):
     d = cli_files["dir"]
-    viz.main(["--image", str(cli_files["image"]), "--labels", str(d / "pred.png"), "--style", "fill", "--out", str(d / "a.png")])
-    viz.main(["--image", str(cli_files["image"]), "--submission", str(d / "sub.csv"), "--id", cli_files["key"],
+    viz_cli.main(["--image", str(cli_files["image"]), "--labels", str(d / "pred.png"), "--style", "fill", "--out", str(d / "a.png")])
+    viz_cli.main(["--image", str(cli_files["image"]), "--submission", str(d / "sub.csv"), "--id", cli_files["key"],
               "--style", "fill", "--out", str(d / "b.png")])
     # Same instances; ids differ (CSV rows are renumbered 1..n), so compare where something is drawn.
     a, b = cv2.imread(str(d / "a.png")), cv2.imread(str(d / "b.png"))
@@ -324,7 +325,7 @@ def test_cli_overlay_from_a_submission_equals_the_label_image_one(cli_files):
 
 def test_cli_comparison_prints_the_metric_counts(cli_files, capsys):
     d = cli_files["dir"]
-    code = viz.main(["--image", str(cli_files["image"]), "--labels", str(d / "pred.png"), "--truth", str(d / "truth.png"),
+    code = viz_cli.main(["--image", str(cli_files["image"]), "--labels", str(d / "pred.png"), "--truth", str(d / "truth.png"),
                      "--threshold", "0.7", "--figure", "--out", str(d / "c.png")])
     assert code == 0
     row = next(map_iou(cli_files["truth"], cli_files["pred"], thresholds=[0.7])["table"].itertuples())

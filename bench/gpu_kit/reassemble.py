@@ -31,6 +31,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cell_seg.cli import run_main
+    from cell_seg.cli.common import run_main
 
     run_main(main)  # bad input: one line on stderr, exit 2, as the package's CLIs

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cell_seg.cli import run_main
+from cell_seg.cli.common import run_main
 from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
 from cell_seg.data.labels import contact_pixels
