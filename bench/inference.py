@@ -24,7 +24,6 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -50,9 +49,9 @@ def real_sample(data_root, target_cells):
 
 def export_untrained(folder):
     """Build U-Net-EfficientNet-B0 (random weights), write a run directory, export it; returns (run, SavedModel)."""
-    from cell_seg import __version__
     from cell_seg.config import load_config
     from cell_seg.export import export_model
+    from cell_seg.metadata import ModelMetadata
     from cell_seg.models import build_model
 
     config = load_config(None, ["model.name=unet", "model.backbone=efficientnetb0", "model.encoder_weights=null",
@@ -60,10 +59,7 @@ def export_untrained(folder):
     run = Path(folder) / "run"
     run.mkdir(parents=True)
     build_model(config.model, len(CHANNELS)).save(run / "model.keras")
-    metadata = {"version": __version__, "channels": CHANNELS, "class_names": ["cell"],
-                "normalization": {"mode": "scale", "mean": None, "std": None}, "in_channels": 3, "stride": 32,
-                "config": config.to_dict()}
-    (run / "metadata.json").write_text(json.dumps(metadata))
+    ModelMetadata.for_training(config, CHANNELS, ["cell"], stride=32).write(run / "metadata.json")
     return run, export_model(run, Path(folder) / "saved_model")
 
 

@@ -57,8 +57,8 @@ def main(argv=None):
     dataset = CocoDataset(val_coco, images)
     large = [i for i in dataset.image_ids if max(dataset.image_shape(i)) > args.tile][: args.limit]
     predictor = Predictor.load(args.model)
-    settings = dict(predictor.postprocess)
-    mode = settings.pop("mode", "watershed")
+    settings = predictor.postprocess
+    mode = settings.mode
 
     records = {"whole": [], **{blend: [] for blend in BLENDS}}
     seconds = dict.fromkeys(records, 0.0)
@@ -76,7 +76,7 @@ def main(argv=None):
         print(f"\r{number}/{len(large)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
-    whole_map = score_predictions(records["whole"], predictor.channels, mode, settings)
+    whole_map = score_predictions(records["whole"], predictor.channels, settings)
     shapes = sorted({dataset.image_shape(i) for i in large})
     print(f"{len(large)} DSB2018 validation images larger than {args.tile} px (shapes {shapes}), "
           f"model {Path(args.model).name}, {mode} post-processing, tile {args.tile}, overlap {args.overlap}")
@@ -86,7 +86,7 @@ def main(argv=None):
         diffs = [np.abs(t["probs"] - w["probs"]) for t, w in zip(records[blend], records["whole"])]
         mean = float(np.mean([d.mean() for d in diffs]))
         largest = float(max(d.max() for d in diffs))
-        score = score_predictions(records[blend], predictor.channels, mode, settings)
+        score = score_predictions(records[blend], predictor.channels, settings)
         print(f"{blend:<8} {mean:>10.4f} {largest:>9.3f} {score:>7.3f} {score - whole_map:>+9.3f} {seconds[blend]:>8.1f}")
     return 0
 

@@ -14,11 +14,14 @@ from typing import Any, Optional
 
 import yaml
 
+from cell_seg.data.targets import TARGET_CHANNELS
 from cell_seg.errors import ConfigError
+from cell_seg.postprocess import MODES, PostprocessConfig
+from cell_seg.preprocess import NORMALIZATION_MODES
 
+#: The models `cell_seg.models` builds (its MODEL_BUILDERS has these keys; kept here so that
+#: reading a config does not import Keras).
 MODEL_NAMES = ("unet", "fpn", "linknet", "fcn", "unet_plain")
-TARGET_CHANNELS = ("foreground", "border", "distance", "classes")
-NORMALIZATIONS = ("scale", "minmax", "standard")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 SCHEDULES = ("plateau", "cosine", "constant")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -113,7 +116,7 @@ class TrainConfig:
 class EvalConfig:
     """Post-processing used after training and by evaluate/predict (overridden by a tuned postprocess.json)."""
 
-    mode: str = "watershed"  # components | watershed | distance
+    mode: str = "auto"  # auto | components | watershed | distance (auto: distance, else watershed with a border channel)
     postprocess: dict = field(default_factory=dict)  # PostprocessConfig fields, e.g. {fg_threshold: 0.5}
     tune: bool = True  # tune post-processing on the validation set after training
 
@@ -137,11 +140,11 @@ class Config:
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "eval": EvalConfig}
 _CHOICES = {
     "model.name": MODEL_NAMES,
-    "data.normalization": NORMALIZATIONS,
+    "data.normalization": NORMALIZATION_MODES,
     "train.strategy": STRATEGIES,
     "train.schedule": SCHEDULES,
     "train.optimizer": OPTIMIZERS,
-    "eval.mode": ("components", "watershed", "distance"),
+    "eval.mode": MODES,
     "train.mixed_precision": tuple(MIXED_PRECISION_POLICIES),
 }
 
@@ -271,6 +274,11 @@ def _validate(config):
         raise ConfigError("config key 'train.learning_rate' must be positive")
     if (config.data.train is None) != (config.data.val is None):
         raise ConfigError("config keys 'data.train' and 'data.val' must be given together (or use 'data.coco')")
+    try:  # the run's post-processing before tuning (cell_seg.metadata.ModelMetadata.for_training)
+        PostprocessConfig.from_dict({**(config.eval.postprocess or {}), "mode": config.eval.mode})
+    except ConfigError as error:
+        key, _, reason = str(error).partition(": ")
+        raise ConfigError(f"config key 'eval.{key}': {reason}") from None
     return config
 
 

@@ -45,19 +45,17 @@ def predict_dataset(predictor, dataset, desc="predicting", tta=False):
     return results
 
 
-def _instances(record, channels, mode, settings):
-    from cell_seg.postprocess import PostprocessConfig, to_instances
+def score_predictions(records, channels, config, full=False):
+    """Post-process every record with `config` (a `PostprocessConfig`) and score.
 
-    return to_instances(record["probs"].astype(np.float32), channels, mode=mode, config=PostprocessConfig.from_dict(settings))
-
-
-def score_predictions(records, channels, mode, settings, full=False):
-    """Post-process and score. full=False returns only the mAP (for tuning); True returns every metric."""
+    full=False returns only the mAP (for tuning); True returns every metric.
+    """
     from cell_seg import metrics
+    from cell_seg.postprocess import to_instances
 
     preds, scores = [], []
     for record in records:
-        labels, instances = _instances(record, channels, mode, settings)
+        labels, instances = to_instances(record["probs"].astype(np.float32), channels, config=config)
         preds.append(labels)
         scores.append(np.array([inst["score"] for inst in instances], np.float32))
     truths = [r["truth"] for r in records]
@@ -122,13 +120,16 @@ def coordinate_search(score, grid, start, rounds=TUNE_ROUNDS, desc="tuning"):
 
 
 def tune_postprocess(records, channels, mode, base=None):
-    """Search thresholds and minimum area (coordinate search over wide grids); per class when
-    images carry classes and the model predicts them.
+    """Search thresholds and minimum area (coordinate search over wide grids) for `mode`; per class
+    when images carry classes and the model predicts them.
 
-    Returns (settings dict for PostprocessConfig, best mAP, table of per-class bests).
+    `base` (a `PostprocessConfig`) gives the settings that are not searched.
+    Returns (tuned `PostprocessConfig`, best mAP, table of per-class bests).
     """
+    from cell_seg.postprocess import PostprocessConfig
+
     # Earlier tuned per-class settings would override every candidate: tune afresh without them.
-    base = {key: value for key, value in (base or {}).items() if key not in ("per_class", "mode")}
+    base = (base or PostprocessConfig()).replace(mode=mode, per_class={})
     grid = [("fg_threshold", FG_THRESHOLDS), ("min_area", MIN_AREAS)]
     if mode == "watershed":
         grid.insert(1, ("border_threshold", BORDER_THRESHOLDS))
@@ -136,11 +137,10 @@ def tune_postprocess(records, channels, mode, base=None):
         grid[1:1] = [("distance_threshold", DISTANCE_THRESHOLDS), ("min_seed_area", MIN_SEED_AREAS)]
 
     def best_for(subset, desc):
-        return coordinate_search(lambda params: score_predictions(subset, channels, mode, {**base, **params}),
+        return coordinate_search(lambda params: score_predictions(subset, channels, base.replace(**params)),
                                  grid, TUNE_START, desc=desc)
 
     classes = sorted({r["class"] for r in records if r["class"] is not None})
-    settings = dict(base)
     table = []
     # Per-class settings only apply when the model predicts the class (class_* channels):
     # at prediction time nothing else tells post-processing which cell type an image shows.
@@ -153,14 +153,12 @@ def tune_postprocess(records, channels, mode, base=None):
             per_class[name] = params
             table.append({"class": name, **params, "map": score, "images": len(subset)})
         overall_params, _ = best_for(records, f"tuning {mode} (all)")
-        settings.update(overall_params)
-        settings["per_class"] = per_class
+        tuned = base.replace(**overall_params, per_class=per_class)
     else:
         params, score = best_for(records, f"tuning {mode}")
-        settings.update(params)
+        tuned = base.replace(**params)
         table.append({"class": classes[0] if classes else "all", **params, "map": score, "images": len(records)})
-    best = score_predictions(records, channels, mode, settings)
-    return settings, best, table
+    return tuned, score_predictions(records, channels, tuned), table
 
 
 def available_modes(channels):
@@ -179,29 +177,52 @@ def available_modes(channels):
 
 
 def evaluate_records(records, channels, postprocess=None, tune=False, modes=None):
-    """Score (and optionally tune) every mode; returns (metrics dict, best settings dict with 'mode')."""
-    postprocess = dict(postprocess or {})
-    preferred = postprocess.pop("mode", None)
-    modes = modes or available_modes(channels)
+    """Score every post-processing mode (tuning each first when `tune`) and choose one.
+
+    Args:
+        records: from `predict_dataset`.
+        channels: the model's output channels.
+        postprocess: the model's `PostprocessConfig` (default: the defaults); its mode ("auto"
+            resolved by `cell_seg.postprocess.resolve_mode`) is the model's own mode.
+        tune: search each mode's thresholds and minimum areas first.
+        modes: the modes to score (default every mode the channels allow).
+
+    The chosen mode is, without tuning, the model's own mode (what prediction would use) when it
+    is among `modes`, else the best scoring; with tuning, the best scoring, a tie going to the
+    model's own mode, then to the earlier mode in `modes`.
+
+    Returns:
+        (report dict: "modes", "tuning", "best_mode", "summary"; the chosen `PostprocessConfig`).
+    """
+    from cell_seg.postprocess import PostprocessConfig, resolve_mode
+
+    base = postprocess if postprocess is not None else PostprocessConfig()
+    own_mode = resolve_mode(base.mode, channels)
+    modes = list(modes or available_modes(channels))
     report = {"modes": {}, "tuning": {}}
-    best_mode, best_settings, best_score = None, None, -1.0
+    chosen = {}
     for mode in modes:
-        settings = dict(postprocess)
+        config = base.replace(mode=mode)
         if tune:
-            settings, _, table = tune_postprocess(records, channels, mode, base=postprocess)
-            report["tuning"][mode] = {"settings": settings, "table": table}
-        metrics = score_predictions(records, channels, mode, settings, full=True)
-        report["modes"][mode] = metrics
-        if metrics["map"] > best_score or (not tune and mode == preferred):
-            best_mode, best_settings, best_score = mode, settings, metrics["map"]
+            config, _, table = tune_postprocess(records, channels, mode, base=base)
+            report["tuning"][mode] = {"settings": config.to_dict(), "table": table}
+        report["modes"][mode] = score_predictions(records, channels, config, full=True)
+        chosen[mode] = config
+    scores = {mode: report["modes"][mode]["map"] for mode in modes}
+    if not tune and own_mode in modes:
+        best_mode = own_mode
+    else:
+        top = max(scores.values())
+        tied = [mode for mode in modes if scores[mode] == top]
+        best_mode = own_mode if own_mode in tied else tied[0]
     report["best_mode"] = best_mode
-    summary = {f"map_{mode}": report["modes"][mode]["map"] for mode in modes}
-    summary["map"] = report["modes"][best_mode]["map"]
+    summary = {f"map_{mode}": scores[mode] for mode in modes}
+    summary["map"] = scores[best_mode]
     summary["ap_iou_0.6"] = report["modes"][best_mode]["ap_iou_0.6"]
     if "coco_AP50" in report["modes"][best_mode]:
         summary["coco_AP50"] = report["modes"][best_mode]["coco_AP50"]
     report["summary"] = summary
-    return report, {"mode": best_mode, **best_settings}
+    return report, chosen[best_mode]
 
 
 def print_report(report, file=None):
@@ -220,26 +241,27 @@ def print_report(report, file=None):
 
 
 def describe_best_mode(report):
-    """'watershed', or 'components (a tie with watershed at mAP 0.180: ...)' when the printed scores are equal.
+    """'watershed', or 'components (a tie with watershed at mAP 0.180)' when the printed scores are equal.
 
     Example:
         >>> describe_best_mode({"best_mode": "components",
         ...                     "modes": {"components": {"map": 0.18}, "watershed": {"map": 0.18}}})
-        'components (a tie with watershed at mAP 0.180: the first mode is kept)'
+        'components (a tie with watershed at mAP 0.180)'
     """
     best = report["best_mode"]
     score = report["modes"][best]["map"]
     tied = [mode for mode, metrics in report["modes"].items() if mode != best and round(metrics["map"], 3) == round(score, 3)]
     if not tied:
         return best
-    return f"{best} (a tie with {', '.join(tied)} at mAP {score:.3f}: the first mode is kept)"
+    return f"{best} (a tie with {', '.join(tied)} at mAP {score:.3f})"
 
 
-def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=False, source=None):
+def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=None, source=None):
     """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json.
 
     The model is loaded from `run_dir` (its best checkpoint and metadata) unless `predictor` is given.
-    `tta` averages the 8 flips and rotations of every image before post-processing. `source` is the
+    `tta` averages the 8 flips and rotations of every image before post-processing (default: the
+    model's own default, `Predictor.tta`). `source` is the
     file `coco` was read from, named in errors.
     """
     from cell_seg.data.dataset import CocoDataset
@@ -250,6 +272,7 @@ def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out
     predictor = predictor or Predictor.load(run_dir)
     dataset = CocoDataset(coco, images, source=source)
     started = time.time()
+    tta = predictor.tta if tta is None else bool(tta)
     records = predict_dataset(predictor, dataset, desc="predicting (8 flips/rotations)" if tta else "predicting", tta=tta)
     report, settings = evaluate_records(records, predictor.channels, predictor.postprocess, tune=tune)
     report["images"] = len(records)
@@ -259,7 +282,7 @@ def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out
     with atomic_folder(out_dir) as staging:  # metrics.json and postprocess.json together, or neither
         write_json_atomic(report, staging / "metrics.json", indent=2)
         if tune:
-            write_json_atomic(settings, staging / "postprocess.json", indent=2)
+            write_json_atomic(settings.to_dict(), staging / "postprocess.json", indent=2)
     print_report(report)
     return report
 
@@ -273,7 +296,9 @@ def main(argv=None):
     parser.add_argument("--coco", required=True, help="COCO JSON with the ground truth")
     parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
     parser.add_argument("--tune", action="store_true", help="tune thresholds / min areas and write postprocess.json")
-    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations of each image (8x slower)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the 8 flips/rotations of each image (8x slower; default: the model's own "
+                        "default, on for a model exported with --tta)")
     parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "
                         "or the current directory for a .keras file or SavedModel)")
     args = parser.parse_args(argv)

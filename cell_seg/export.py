@@ -26,7 +26,6 @@ take images already resized by it (and answer at that size); `Predictor` does bo
 """
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -81,9 +80,9 @@ def make_preprocess(metadata):
     """
     import tensorflow as tf
 
-    norm = metadata["normalization"]
+    norm = metadata.normalization
     mode = norm["mode"]
-    in_channels = int(metadata["in_channels"])
+    in_channels = metadata.in_channels
     if mode == "standard":
         mean = np.asarray(norm["mean"], np.float32).reshape(-1)
         std = np.asarray(norm["std"], np.float32).reshape(-1)
@@ -118,6 +117,38 @@ def make_preprocess(metadata):
     return preprocess
 
 
+def stored_variables(variables, weights_dtype):
+    """TF copies of Keras `variables`, floating-point ones stored as `weights_dtype`.
+
+    float16 values are kept as their int16 bits (sharded checkpoints cannot restore half);
+    integer states such as seeds are kept as they are. `restored_value` undoes this.
+    """
+    import tensorflow as tf
+
+    out = []
+    for variable in variables:
+        value = np.asarray(variable.numpy())
+        if np.issubdtype(value.dtype, np.floating):
+            with np.errstate(over="ignore"):
+                value = value.astype(weights_dtype)
+            if not np.isfinite(value).all():
+                raise ModelError(f"weight {variable.path} does not fit in {weights_dtype}; export with float32")
+            if weights_dtype == "float16":
+                value = value.view(np.int16)
+        out.append(tf.Variable(value, trainable=False, name=variable.path.replace("/", "__")))
+    return out
+
+
+def restored_value(stored, dtype, weights_dtype):
+    """The value of a `stored_variables` variable as the Keras variable's `dtype` (a TF op)."""
+    import tensorflow as tf
+
+    value = stored
+    if weights_dtype == "float16" and dtype.startswith("float"):
+        value = tf.bitcast(value, tf.float16)
+    return tf.cast(value, dtype)
+
+
 def build_module(model, metadata, weights_dtype="float32"):
     """A `tf.Module` holding the model's weights once and the signatures of the module docstring.
 
@@ -129,36 +160,20 @@ def build_module(model, metadata, weights_dtype="float32"):
 
     Args:
         model: the Keras model (input `B x H x W x in_channels` with H, W multiples of the stride).
-        metadata: dict with at least `normalization`, `in_channels` and `stride` (a run's
-            `metadata.json`).
+        metadata: the model's `cell_seg.metadata.ModelMetadata` (normalisation, in_channels, stride).
         weights_dtype: "float32" or "float16".
+
+    Returns:
+        (module, {signature name: tf.function}).
     """
     import tensorflow as tf
 
     if weights_dtype not in WEIGHT_DTYPES:
         raise ModelError(f"weights dtype {weights_dtype!r}: choose one of {', '.join(WEIGHT_DTYPES)}")
-    preprocess = make_preprocess(metadata)
-    stride = int(metadata["stride"])
-    in_channels = int(metadata["in_channels"])
-
-    def stored(variables):
-        """Copies of `variables`, floating-point ones as `weights_dtype` (integer states such as seeds kept)."""
-        out = []
-        for variable in variables:
-            value = np.asarray(variable.numpy())
-            if np.issubdtype(value.dtype, np.floating):
-                with np.errstate(over="ignore"):
-                    value = value.astype(weights_dtype)
-                if not np.isfinite(value).all():
-                    raise ModelError(f"weight {variable.path} does not fit in {weights_dtype}; export with float32")
-                if weights_dtype == "float16":
-                    value = value.view(np.int16)  # sharded checkpoints cannot restore half: keep the bits
-            out.append(tf.Variable(value, trainable=False, name=variable.path.replace("/", "__")))
-        return out
-
+    stride = metadata.stride
     module = tf.Module()
-    module.trainable = stored(model.trainable_variables)
-    module.non_trainable = stored(model.non_trainable_variables)
+    module.trainable = stored_variables(model.trainable_variables, weights_dtype)
+    module.non_trainable = stored_variables(model.non_trainable_variables, weights_dtype)
     dtypes = [v.dtype for v in model.trainable_variables], [v.dtype for v in model.non_trainable_variables]
 
     def padded_call(batch):
@@ -166,16 +181,21 @@ def build_module(model, metadata, weights_dtype="float32"):
         height, width = tf.shape(batch)[1], tf.shape(batch)[2]
         pad_h, pad_w = (-height) % stride, (-width) % stride
         padded = tf.pad(batch, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        def restored(stored_variable, dtype):
-            value = stored_variable
-            if weights_dtype == "float16" and dtype.startswith("float"):
-                value = tf.bitcast(value, tf.float16)
-            return tf.cast(value, dtype)
-
-        trainable = [restored(v, dtype) for v, dtype in zip(module.trainable, dtypes[0])]
-        non_trainable = [restored(v, dtype) for v, dtype in zip(module.non_trainable, dtypes[1])]
+        trainable = [restored_value(v, dtype, weights_dtype) for v, dtype in zip(module.trainable, dtypes[0])]
+        non_trainable = [restored_value(v, dtype, weights_dtype) for v, dtype in zip(module.non_trainable, dtypes[1])]
         out, _ = model.stateless_call(trainable, non_trainable, padded, training=False)
         return tf.cast(out[:, :height, :width, :], tf.float32)
+
+    signatures = make_signatures(padded_call, make_preprocess(metadata), metadata.in_channels)
+    for name, function in signatures.items():
+        setattr(module, name, function)  # also callable as loaded.serve_image(image)
+    return module, signatures
+
+
+def make_signatures(padded_call, preprocess, in_channels):
+    """The `tf.function`s of the module docstring's signatures around `padded_call` (normalised batch ->
+    probabilities) and `preprocess` (raw image -> normalised image)."""
+    import tensorflow as tf
 
     def serve_one(image):
         return {"probabilities": padded_call(preprocess(image)[None])[0]}
@@ -195,22 +215,27 @@ def build_module(model, metadata, weights_dtype="float32"):
             serve_batch, input_signature=[tf.TensorSpec([None, None, None, None], dtype, name="images")])
     signatures["serve_normalized"] = tf.function(
         serve_normalized, input_signature=[tf.TensorSpec([None, None, None, in_channels], tf.float32, name="images")])
-    for name, function in signatures.items():
-        setattr(module, name, function)  # also callable as loaded.serve_image(image)
-    return module, signatures
+    return signatures
 
 
-def export_metadata(predictor, model_path):
-    """The `assets/metadata.json` of an export: the run's metadata plus post-processing and signatures."""
-    metadata = dict(predictor.metadata)
-    metadata["postprocess"] = predictor.postprocess or {}
-    metadata["postprocess_tuned"] = bool(predictor.postprocess_tuned)
-    metadata["version"] = __version__
-    metadata["trained_with_version"] = predictor.metadata.get("version")
-    metadata["exported_from"] = str(model_path)
-    metadata["signatures"] = dict(SIGNATURES)
-    metadata["output"] = "probabilities"
-    return metadata
+def export_metadata(predictor, model_path, weights_dtype="float32", tta=None):
+    """The `ModelMetadata` of an export: the run's, with its post-processing, signatures and export facts.
+
+    `tta` (True/False) makes averaging the 8 flips/rotations the export's default for prediction
+    (None: keep the run's).
+    """
+    metadata = predictor.metadata
+    return metadata.replace(
+        postprocess=predictor.postprocess,
+        postprocess_tuned=bool(predictor.postprocess_tuned),
+        tta=metadata.tta if tta is None else bool(tta),
+        version=__version__,
+        trained_with_version=metadata.version,
+        exported_from=str(model_path),
+        signatures=dict(SIGNATURES),
+        output="probabilities",
+        weights_dtype=weights_dtype,
+    )
 
 
 def _check_destination(out_dir, model_path):
@@ -234,9 +259,9 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     from cell_seg.inference import Predictor
 
     exported = Predictor.load(export_dir)
-    channels = (3,) if int(predictor.metadata["in_channels"]) == 3 else ()
+    channels = (3,) if predictor.in_channels == 3 else ()
     image = np.random.default_rng(0).integers(0, 256, size=shape + channels, dtype=np.uint8)
-    difference = float(np.abs(exported.predict_probs(image) - predictor.predict_probs(image)).max())
+    difference = float(np.abs(exported.predict_probs(image, tta=False) - predictor.predict_probs(image, tta=False)).max())
     tolerance = CHECK_TOLERANCE[weights_dtype]
     if not difference <= tolerance:
         raise ModelError(f"{export_dir}: exported model differs from the Keras model by {difference:.2e} "
@@ -244,7 +269,7 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     return difference
 
 
-def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
+def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=None):
     """Write the SavedModel of a run directory or `.keras` file to `out_dir`.
 
     The export is written to a temporary folder beside `out_dir` and renamed into place, so
@@ -255,6 +280,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
         out_dir: destination folder (created; must be absent, empty or an earlier export).
         check: load the export back and compare it with the Keras model on one image.
         weights_dtype: "float32", or "float16" to halve the size (probabilities move by a few 1e-3).
+        tta: True to make prediction average the 8 flips/rotations by default (metadata "tta").
 
     Returns:
         `out_dir` as a Path.
@@ -284,8 +310,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
                              "a run trained on another backend loads there as it is")
         if predictor.keras_model is None:
             raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
-        metadata = export_metadata(predictor, model_path)
-        metadata["weights_dtype"] = weights_dtype
+        metadata = export_metadata(predictor, model_path, weights_dtype, tta)
         import tensorflow as tf
 
         module, signatures = build_module(predictor.keras_model, metadata, weights_dtype)
@@ -298,7 +323,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32"):
             reason = (error.message or type(error).__name__).strip().splitlines()[0]
             raise ModelError(f"{out_dir}: cannot write the SavedModel ({reason})") from None
         (staging / "assets").mkdir(exist_ok=True)
-        (staging / "assets" / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        metadata.write(staging / "assets" / "metadata.json")
         if check:
             check_export(predictor, staging, weights_dtype=weights_dtype)
         if out_dir.exists():
@@ -324,10 +349,13 @@ def main(argv=None):
     parser.add_argument("--weights-dtype", choices=WEIGHT_DTYPES, default="float32",
                         help="how the weights are stored: float16 halves the size (computation stays float32; "
                         "probabilities move by a few 1e-3)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="make averaging the 8 flips/rotations the export's default for predict and evaluate "
+                        "(default: as the run; --no-tta turns it off)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip loading the export back and comparing it with the Keras model")
     args = parser.parse_args(argv)
-    out = export_model(args.model, args.out, check=not args.no_check, weights_dtype=args.weights_dtype)
+    out = export_model(args.model, args.out, check=not args.no_check, weights_dtype=args.weights_dtype, tta=args.tta)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     print(f"exported {args.model} to {out} ({size:.1f} MB)", file=sys.stderr)
     return 0

@@ -16,59 +16,25 @@ taken from a single tile right where its context is cut (see `tile_window`).
 A model trained on resized images (`data.scale`, stored as "scale" in its metadata) gets every
 image resized by that factor first (`cell_seg.preprocess.rescale`); its probabilities are
 resized back, so callers always see the original size. Tiling and TTA work on the resized image.
+
+What the model needs to do its best travels with it in its metadata (`cell_seg.metadata`):
+the post-processing settings (`Predictor.postprocess`, a `PostprocessConfig`), the scale and
+whether to average the 8 flips/rotations (`Predictor.tta`). They are the defaults of every
+call; arguments override them for one call.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from cell_seg.errors import ConfigError, DataError, ModelError, first_line
-from cell_seg.preprocess import NORMALIZATION_MODES, crop_to, normalize_image, pad_to_multiple, rescale, resize_to
+from cell_seg.metadata import ModelMetadata
+from cell_seg.postprocess import PostprocessConfig, to_instances
+from cell_seg.preprocess import crop_to, normalize_image, pad_to_multiple, rescale, resize_to
 
-METADATA_KEYS = ("channels", "normalization", "in_channels", "stride")
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 DEFAULT_OVERLAP = 64
 BLEND_MODES = ("center", "linear")
-
-
-def read_metadata(path, hint="export the model again with python -m cell_seg.export"):
-    """Read and check a `metadata.json` (run directory or SavedModel `assets/`); ModelError when unusable.
-
-    Example:
-        >>> read_metadata("exported/demo/assets/metadata.json")["channels"]  # doctest: +SKIP
-        ['foreground', 'border']
-    """
-    path = Path(path)
-    try:
-        metadata = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: metadata.json is missing; {hint}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelError(f"{path}: metadata.json is damaged (not valid JSON: {error}); {hint}") from None
-    if not isinstance(metadata, dict):
-        raise ModelError(f"{path}: metadata.json is damaged (not a JSON object); {hint}")
-    missing = [key for key in METADATA_KEYS if key not in metadata]
-    if missing:
-        raise ModelError(f"{path}: metadata.json is damaged (lacks {', '.join(missing)}); {hint}")
-    channels, norm = metadata["channels"], metadata["normalization"]
-    problems = []
-    if not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
-        problems.append("channels must be a non-empty list of names")
-    if not (isinstance(norm, dict) and norm.get("mode") in NORMALIZATION_MODES):
-        problems.append(f"normalization.mode must be one of {', '.join(NORMALIZATION_MODES)}")
-    elif norm["mode"] == "standard" and (norm.get("mean") is None or norm.get("std") is None):
-        problems.append("normalization 'standard' needs mean and std")
-    if metadata["in_channels"] not in (1, 3):
-        problems.append("in_channels must be 1 or 3")
-    if not (isinstance(metadata["stride"], int) and metadata["stride"] >= 1):
-        problems.append("stride must be a positive integer")
-    scale = metadata.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        problems.append("scale must be a positive number")
-    if problems:
-        raise ModelError(f"{path}: metadata.json is damaged ({'; '.join(problems)}); {hint}")
-    return metadata
 
 
 def check_image(image, name="image"):
@@ -163,19 +129,22 @@ class Predictor:
     """Raw image in, probability maps and instances out, for a run directory, `.keras` file or SavedModel.
 
     Args:
-        metadata: the model's `metadata.json` (channels, normalisation, in_channels, stride).
+        metadata: the model's `cell_seg.metadata.ModelMetadata` (or its dict): channels,
+            normalisation, in_channels, stride, scale, post-processing, TTA.
         predict_normalized: function float32 `H x W x in_channels` normalised image (any size) ->
             float32 `H x W x K` probabilities.
         predict_raw: optional function raw uint8/uint16 `H x W x C` image -> probabilities (the
             SavedModel's in-graph preprocessing); without it images are normalised with
             `cell_seg.preprocess.normalize_image` and passed to `predict_normalized`.
-        postprocess: post-processing settings (default: the metadata's).
+        postprocess: a `PostprocessConfig` to use instead of the metadata's (a dict: overrides of
+            single settings).
         tile, overlap: predict images larger than `tile` in both or either dimension in tiles
             of `tile` pixels overlapping by `overlap` (None: whole images).
         blend: how tiles are joined: "center" (each keeps its centre) or "linear" (weighted
             average over the overlaps).
         scale: resize images by this before the network (default: the metadata's "scale", 1.0
             for models trained without one); outputs are returned at the original size.
+        tta: average the 8 flips/rotations by default (default: the metadata's "tta").
 
     Example:
         >>> predictor = Predictor.load("exported/demo")                     # doctest: +SKIP
@@ -184,20 +153,24 @@ class Predictor:
         ((520, 704, 2), dtype('float32'))
         >>> probs = predictor.predict_probs(image, tile=512, overlap=64)     # doctest: +SKIP
         >>> labels, instances = predictor.predict_instances(image)           # doctest: +SKIP
+        >>> predictor.postprocess.mode, predictor.tta                        # doctest: +SKIP
+        ('watershed', False)
     """
 
     def __init__(self, metadata, predict_normalized, predict_raw=None, postprocess=None, source=None,
-                 keras_model=None, tile=None, overlap=DEFAULT_OVERLAP, postprocess_tuned=None, blend="center",
-                 scale=None):
+                 keras_model=None, tile=None, overlap=DEFAULT_OVERLAP, blend="center", scale=None, tta=None):
+        if not isinstance(metadata, ModelMetadata):
+            metadata = ModelMetadata.from_dict(metadata)
         self.metadata = metadata
-        self.channels = list(metadata["channels"])
-        self.class_names = list(metadata.get("class_names") or [])
-        self.normalization = dict(metadata["normalization"])
-        self.in_channels = int(metadata["in_channels"])
-        self.stride = int(metadata["stride"])
-        self.scale = float(metadata.get("scale", 1.0) if scale is None else scale)
-        self.postprocess = dict(postprocess if postprocess is not None else metadata.get("postprocess") or {})
-        self.postprocess_tuned = bool(postprocess is not None if postprocess_tuned is None else postprocess_tuned)
+        self.channels = list(metadata.channels)
+        self.class_names = list(metadata.class_names)
+        self.normalization = dict(metadata.normalization)
+        self.in_channels = int(metadata.in_channels)
+        self.stride = int(metadata.stride)
+        self.scale = float(metadata.scale if scale is None else scale)
+        self.postprocess = resolve_postprocess(metadata.postprocess, postprocess)
+        self.postprocess_tuned = metadata.postprocess_tuned
+        self.tta = bool(metadata.tta if tta is None else tta)
         self.source = source
         self.keras_model = keras_model
         self.tile, self.overlap, self.blend = tile, overlap, blend
@@ -233,28 +206,20 @@ class Predictor:
 
     @classmethod
     def _load_keras(cls, keras_file, run_dir):
-        metadata = read_metadata(Path(run_dir) / "metadata.json",
-                                 hint="a .keras file needs the metadata.json its training run wrote beside it")
-        tuned = Path(run_dir) / "postprocess.json"
-        postprocess = None
-        if tuned.is_file():
-            try:
-                postprocess = json.loads(tuned.read_text())
-            except json.JSONDecodeError as error:
-                raise DataError(f"not valid JSON ({error.msg})", file=tuned) from None
+        metadata = ModelMetadata.read_run(run_dir)
         import keras
 
         from cell_seg.models import load_model
 
         model = load_model(keras_file, compile=False)
-        stride = int(metadata["stride"])
+        stride = metadata.stride
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             # A graph with unknown height and width: traced once, about 2x faster than the eager call on
             # CPU (bench/inference.py), and the same computation as the exported SavedModel.
             graph = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
-                                input_signature=[tf.TensorSpec([None, None, None, int(metadata["in_channels"])],
+                                input_signature=[tf.TensorSpec([None, None, None, metadata.in_channels],
                                                                tf.float32)])
 
             def run_batch(batch):
@@ -268,12 +233,12 @@ class Predictor:
             padded, _ = pad_to_multiple(x, stride)
             return crop_to(run_batch(padded[None])[0], x.shape[:2]).astype(np.float32)
 
-        return cls(metadata, predict_normalized, postprocess=postprocess, source=str(keras_file), keras_model=model)
+        return cls(metadata, predict_normalized, source=str(keras_file), keras_model=model)
 
     @classmethod
     def _load_saved_model(cls, path):
         hint = "export the model again with python -m cell_seg.export"
-        metadata = read_metadata(path / "assets" / "metadata.json", hint=hint)
+        metadata = ModelMetadata.read(path / "assets" / "metadata.json", hint=hint)
         import tensorflow as tf
 
         try:
@@ -296,8 +261,7 @@ class Predictor:
         def predict_normalized(x):
             return serve_normalized(images=tf.constant(x[None], tf.float32))["probabilities"].numpy()[0]
 
-        predictor = cls(metadata, predict_normalized, predict_raw, postprocess=metadata.get("postprocess"),
-                        source=str(path), postprocess_tuned=bool(metadata.get("postprocess_tuned")))
+        predictor = cls(metadata, predict_normalized, predict_raw, source=str(path))
         predictor._raw_dtypes = tuple(serve)
         predictor._saved_model = loaded  # keeps the restored functions alive
         return predictor
@@ -342,12 +306,13 @@ class Predictor:
         out /= weight[..., None]
         return crop_to(out, image.shape[:2])
 
-    def predict_probs(self, image, tta=False, tile=None, overlap=None, blend=None):
+    def predict_probs(self, image, tta=None, tile=None, overlap=None, blend=None):
         """Probability maps `H x W x K` (float32) for one raw image.
 
         Args:
             image: `H x W` or `H x W x 1/3/4`, uint8, uint16 or float (float is normalised as is).
             tta: average the 8 dihedral transforms (flips and 90-degree rotations); 8x slower.
+                Default: the predictor's `tta` (the model's metadata).
             tile: predict in tiles of this size (a multiple of the stride) when the image is
                 larger in either dimension; default the predictor's `tile` (None: whole image).
             overlap: least overlap of neighbouring tiles (default the predictor's, 64).
@@ -357,6 +322,7 @@ class Predictor:
             DataError: unsupported dtype or shape.
         """
         image = check_image(image)
+        tta = self.tta if tta is None else tta
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
         if self.scale == 1.0:
@@ -387,16 +353,28 @@ class Predictor:
                 total = out if total is None else total + out
         return (total / 8).astype(np.float32)
 
-    def predict_instances(self, image, mode=None, postprocess=None, tta=False, tile=None, overlap=None, blend=None):
-        """(label_map, instances) of one raw image with the model's tuned post-processing unless overridden.
+    def predict_instances(self, image, mode=None, postprocess=None, tta=None, tile=None, overlap=None, blend=None):
+        """(label_map, instances) of one raw image, post-processed with `self.postprocess`.
 
-        `postprocess` (dict) overrides single settings; `mode` the post-processing mode.
+        `postprocess` (a `PostprocessConfig`, or a dict of single settings) and `mode` override it
+        for this call; `tta` overrides `self.tta`.
         """
-        from cell_seg.postprocess import PostprocessConfig, auto_mode, to_instances
-
-        settings = dict(self.postprocess)
-        settings.update(postprocess or {})
-        mode = mode or settings.pop("mode", None) or auto_mode(self.channels)
-        settings.pop("mode", None)
+        config = resolve_postprocess(self.postprocess, postprocess)
+        if mode is not None:
+            config = config.replace(mode=mode)
         probs = self.predict_probs(image, tta=tta, tile=tile, overlap=overlap, blend=blend)
-        return to_instances(probs, self.channels, mode=mode, config=PostprocessConfig.from_dict(settings))
+        return to_instances(probs, self.channels, config=config)
+
+
+def resolve_postprocess(base, override=None):
+    """`base` (a `PostprocessConfig`) with `override` applied: a whole config, a dict of settings, or None.
+
+    Example:
+        >>> resolve_postprocess(PostprocessConfig(min_area=5), {"fg_threshold": 0.7}).min_area
+        5
+    """
+    if override is None:
+        return base
+    if isinstance(override, PostprocessConfig):
+        return override
+    return base.replace(**override)

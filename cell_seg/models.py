@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import keras
 
+from cell_seg.config import MODEL_NAMES
 from cell_seg.errors import ModelError, first_line
 from cell_seg.sm_compat import import_segmentation_models
 
@@ -511,6 +512,7 @@ MODEL_BUILDERS = {
     "fcn": _build_fcn,
     "unet_plain": _build_unet_plain,
 }
+assert tuple(MODEL_BUILDERS) == MODEL_NAMES, "cell_seg.config.MODEL_NAMES must list the models built here"
 
 
 def _check_name(config):

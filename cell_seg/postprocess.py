@@ -232,19 +232,10 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
     channels = list(channels)
     if "foreground" not in channels:
         raise DataError(f"no 'foreground' channel among {channels}", field="channels")
-    mode = mode or cfg.mode
-    if mode not in MODES:
-        raise ConfigError(f"postprocess.mode: {mode!r} is not one of {', '.join(MODES)}")
-    if mode == "auto":
-        mode = auto_mode(channels)
-    if mode == "distance" and "distance" not in channels:
-        raise DataError(f"mode 'distance' needs a 'distance' channel, not among {channels}", field="channels")
-
+    mode = resolve_mode(mode or cfg.mode, channels)
     foreground = probs[..., channels.index("foreground")]
-    border = probs[..., channels.index("border")] if "border" in channels else None
     class_idx = [i for i, name in enumerate(channels) if name.startswith(CLASS_PREFIX)]
     class_names = [channels[i][len(CLASS_PREFIX):] for i in class_idx]
-
     if image_class is not None:
         class_idx, class_names = [], []
         cfg = cfg.for_class(image_class)
@@ -259,11 +250,24 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
     elif mode == "distance":
         label_map = _distance_watershed(foreground, probs[..., channels.index("distance")], cfg)
     else:
+        border = probs[..., channels.index("border")] if "border" in channels else None
         label_map = _watershed(foreground, border, cfg)
     if cfg.fill_holes:
         label_map = fill_label_holes(label_map)
+    instance_classes = None
+    if class_idx and cfg.class_mode == "instance":
+        instance_classes = (probs[..., class_idx], class_names)
+    return _filter_and_describe(label_map, foreground, cfg, image_class, instance_classes)
 
-    # Area, score and class of every instance at once, over the labelled pixels only.
+
+def _filter_and_describe(label_map, foreground, cfg, image_class=None, instance_classes=None):
+    """Drop instances under the minimum area or score, renumber 1..N, dilate; (label map, instances).
+
+    Area, score (mean `foreground` inside) and class of every instance are computed at once over
+    the labelled pixels. `instance_classes`: (`H x W x K` class probabilities, K names) to give each
+    instance the class of largest summed probability (with its per-class minimum area and score);
+    else every instance reports `image_class`.
+    """
     flat = label_map.ravel()
     pixels = np.flatnonzero(flat > 0)
     pixel_labels = flat[pixels]
@@ -274,11 +278,10 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
     min_area = np.full(n_labels, cfg.min_area, np.int64)
     min_score = np.full(n_labels, cfg.min_score, np.float64)
     instance_class = None
-    if class_idx and cfg.class_mode == "instance":
-        class_sums = np.stack(
-            [np.bincount(pixel_labels, weights=probs[..., i].ravel()[pixels], minlength=n_labels) for i in class_idx],
-            axis=1,
-        )
+    if instance_classes is not None:
+        class_probs, class_names = instance_classes
+        class_sums = np.stack([np.bincount(pixel_labels, weights=class_probs[..., k].ravel()[pixels], minlength=n_labels)
+                               for k in range(len(class_names))], axis=1)
         instance_class = class_sums.argmax(axis=1)
         for k, name in enumerate(class_names):
             class_cfg = cfg.for_class(name)
@@ -296,8 +299,6 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
         inside = new_labels > 0
         pixels, pixel_labels = pixels[inside], new_labels[inside]
     kept_scores = scores[keep]
-    kept_classes = instance_class[keep] if instance_class is not None else None
-
     if cfg.dilation:
         label_map = dilate_labels(label_map, cfg.dilation)
         flat = label_map.ravel()
@@ -305,18 +306,32 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
         pixel_labels = flat[pixels]
 
     areas, boxes = labels_lib.pixel_stats(pixels, pixel_labels, label_map.shape, n_kept)
-    names = [image_class] * n_kept if kept_classes is None else [class_names[int(c)] for c in kept_classes]
+    if instance_class is None:
+        names = [image_class] * n_kept
+    else:
+        names = [instance_classes[1][int(c)] for c in instance_class[keep]]
     instances = [
-        {
-            "id": k + 1,
-            "score": float(kept_scores[k]),
-            "area": int(areas[k]),
-            "bbox": boxes[k],
-            "class": names[k],
-        }
+        {"id": k + 1, "score": float(kept_scores[k]), "area": int(areas[k]), "bbox": boxes[k], "class": names[k]}
         for k in range(n_kept)
     ]
     return label_map, instances
+
+
+def resolve_mode(mode, channels):
+    """The mode to run for `mode` on a model with these output channels: "auto" becomes `auto_mode`;
+    a mode the channels cannot serve raises. The one place the "auto" rule is applied.
+
+    Example:
+        >>> resolve_mode("auto", ["foreground", "border"]), resolve_mode("components", ["foreground"])
+        ('watershed', 'components')
+    """
+    if mode not in MODES:
+        raise ConfigError(f"postprocess.mode: {mode!r} is not one of {', '.join(MODES)}")
+    if mode == "auto":
+        return auto_mode(channels)
+    if mode == "distance" and "distance" not in channels:
+        raise DataError(f"mode 'distance' needs a 'distance' channel, not among {list(channels)}", field="channels")
+    return mode
 
 
 def auto_mode(channels):
@@ -461,6 +476,154 @@ def _flood(markers, region_u8, background_id):
     label_map *= region_u8
     np.copyto(label_map, 0, where=label_map == background_id)
     return label_map
+
+
+def _distance_watershed(foreground, distance, cfg):
+    """The distance mode's segmentation core: cores above `distance_threshold` grown over the
+    foreground in `distance_levels` bands of distance, then over the rest (see `_watershed`)."""
+    steps = cfg.distance_levels + 1
+    levels = [distance > cfg.distance_threshold * k / steps for k in range(cfg.distance_levels, 0, -1)]
+    return _watershed(foreground, None, cfg, seeds=distance > cfg.distance_threshold, levels=levels, uphill=distance)
+
+
+def _watershed(foreground, border, cfg, seeds=None, levels=None, uphill=None):
+    """Marker watershed over the foreground mask; returns an int32 label map (ids may have gaps).
+
+    Seeds: connected components of foreground & (border < border_threshold) (or foreground &
+    `seeds` when that boolean map is given), eroded by `seed_erosion`, without those smaller
+    than `min_seed_area`. A foreground component that contains no seed becomes a seed as a whole
+    when `keep_unseeded` (else it is dropped), so every foreground component has a seed.
+
+    `levels`: optional boolean maps, nested and growing (e.g. distance > 0.15, > 0.1, > 0.05):
+    the seeds first grow over the first (with the foreground and what is already labelled), then
+    the result over the next, and only then over the whole foreground. Growing band by band down
+    a distance map puts the line between two cells in the valley between them, as a watershed
+    on `-distance` would, instead of halfway between their seeds. With `uphill` (the distance
+    map) a watershed-line pixel goes to the labelled 8-neighbour with the highest `uphill`
+    value, the cell it would drain into, rather than to a seed or the largest id.
+
+    The seeds grow over the foreground by geodesic distance: `cv2.watershed` floods in order
+    of the step between neighbouring pixel values, and the image is flat (0) on the foreground,
+    so the flooding is breadth-first (4-connected) and each foreground pixel goes to the seed
+    that reaches it in the fewest steps; the border probability only decides where seeds are.
+    (On exact borders this beats flooding over the border probability itself, because OpenCV
+    ranks steps, not heights, and a plateau of border goes to whichever seed enters it first.)
+    A one-pixel moat of value 128 surrounds the foreground and a background marker (255)
+    lies beyond: every step inside the foreground is cheaper than a step into or out of the
+    moat, so each seed claims all the foreground of its component that it can reach before
+    anything leaks through the moat, and the background (most of the image) is never flooded.
+
+    Watershed lines (-1) between instances go to the seed they touch (8-neighbours; the
+    largest id if several), else to their largest 8-neighbour label. The flooding is
+    4-connected, so with 8-connectivity foreground attached only through corners is then
+    grown into from labelled neighbours (up to 64 pixel rings). Foreground pixels still
+    unlabelled (pieces cut off from every seed, rare) become instances of their own when
+    `keep_unseeded`, else background.
+    """
+    height, width = foreground.shape
+    fg_mask = foreground > cfg.fg_threshold
+    if not fg_mask.any():
+        return np.zeros((height, width), np.int32)
+    if seeds is not None:
+        seeds = (fg_mask & seeds).view(np.uint8)
+    else:
+        seeds = fg_mask.view(np.uint8) if border is None else (fg_mask & (border < cfg.border_threshold)).view(np.uint8)
+    n_seeds, markers = _seed_markers(seeds, cfg)
+    n_seeds, markers, fg_mask = _seed_unseeded(fg_mask, seeds, n_seeds, markers, cfg)
+    if n_seeds <= 1:
+        return np.zeros((height, width), np.int32)
+
+    background_id = n_seeds
+    for level in levels or ():
+        # Lines between cells at this level (-1) become unlabelled and are flooded again below.
+        region = (fg_mask & level) | (markers > 0)
+        markers = np.maximum(_flood(markers, region.view(np.uint8), background_id), 0)
+    label_map = _flood(markers, fg_mask.view(np.uint8), background_id)
+    _assign_lines(label_map, markers, uphill)
+    _fill_corners(label_map, fg_mask, cfg)
+    return label_map
+
+
+def _seed_markers(seeds, cfg):
+    """(number of seeds + 1, int32 marker map) of a uint8 seed mask: eroded by `seed_erosion`,
+    components smaller than `min_seed_area` dropped, ids 1..n."""
+    if cfg.seed_erosion:
+        size = 2 * int(cfg.seed_erosion) + 1
+        seeds = cv2.erode(seeds, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    if cfg.min_seed_area <= 1:
+        return cv2.connectedComponents(seeds, connectivity=cfg.connectivity, ltype=cv2.CV_32S)
+    n_seeds, markers, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=cfg.connectivity,
+                                                                  ltype=cv2.CV_32S)
+    big = stats[:, cv2.CC_STAT_AREA] >= cfg.min_seed_area
+    big[0] = False
+    lookup = np.zeros(n_seeds, np.int32)
+    lookup[big] = np.arange(1, int(big.sum()) + 1, dtype=np.int32)
+    return int(big.sum()) + 1, lookup.take(markers)
+
+
+def _seed_unseeded(fg_mask, seeds, n_seeds, markers, cfg):
+    """Foreground components holding no seed: a seed of their own each (`keep_unseeded`), or taken out
+    of the foreground. Returns (n_seeds, markers, fg_mask)."""
+    n_fg, fg_components = cv2.connectedComponents(fg_mask.view(np.uint8), connectivity=cfg.connectivity,
+                                                  ltype=cv2.CV_32S)
+    seeded = np.zeros(n_fg, bool)
+    seeded[fg_components.ravel()[np.flatnonzero(markers.ravel() > 0)]] = True
+    seeded[0] = True
+    if seeded.all():
+        return n_seeds, markers, fg_mask
+    unseeded_pixels = np.flatnonzero((~seeded).take(fg_components).ravel())
+    if cfg.keep_unseeded:
+        new_ids = np.cumsum(~seeded) + (n_seeds - 1)
+        markers.ravel()[unseeded_pixels] = new_ids[fg_components.ravel()[unseeded_pixels]]
+        return int(new_ids[-1]) + 1, markers, fg_mask
+    fg_mask = fg_mask.copy()
+    fg_mask.ravel()[unseeded_pixels] = False
+    return n_seeds, markers, fg_mask
+
+
+def _assign_lines(label_map, seed_map, uphill=None):
+    """Give watershed-line pixels (-1) of `label_map` a label, in place: with `uphill`, the labelled
+    8-neighbour with the highest `uphill` value; else the seed they touch (on a two-pixel border band
+    each side touches its own cell's seed), else their largest 8-neighbour label."""
+    flat = label_map.ravel()
+    line_pixels = np.flatnonzero(flat < 0)
+    if not line_pixels.size:
+        return
+    flat[line_pixels] = 0
+    if uphill is not None:
+        flat[line_pixels] = _neighbour_uphill(label_map, uphill, line_pixels, _RING)
+        return
+    from_seed = _neighbour_max(seed_map, line_pixels, _RING)
+    flat[line_pixels] = np.where(from_seed > 0, from_seed, _neighbour_max(label_map, line_pixels, _RING))
+
+
+def _fill_corners(label_map, fg_mask, cfg):
+    """Label the foreground the 4-connected flooding left out, in place.
+
+    With 8-connectivity, foreground joined to its cell only through corners is still unlabelled:
+    labels grow into it one ring per pass (few pixels, at most `_MAX_CORNER_PASSES`). What is
+    still unlabelled then (pieces cut off from every seed) becomes instances of its own when
+    `keep_unseeded`.
+    """
+    height, width = label_map.shape
+    flat = label_map.ravel()
+    lost_pixels = np.flatnonzero((fg_mask & (label_map == 0)).ravel())
+    steps = _RING if cfg.connectivity == 8 else _CROSS
+    for _ in range(_MAX_CORNER_PASSES):
+        if lost_pixels.size == 0:
+            break
+        values = _neighbour_max(label_map, lost_pixels, steps)
+        found = values > 0
+        if not found.any():
+            break
+        flat[lost_pixels[found]] = values[found]
+        lost_pixels = lost_pixels[~found]
+    if cfg.keep_unseeded and lost_pixels.size:
+        lost = np.zeros(flat.size, np.uint8)
+        lost[lost_pixels] = 1
+        _, lost_labels = cv2.connectedComponents(lost.reshape(height, width), connectivity=cfg.connectivity,
+                                                 ltype=cv2.CV_32S)
+        flat[lost_pixels] = lost_labels.ravel()[lost_pixels] + int(label_map.max())
 
 
 def _distance_watershed(foreground, distance, cfg):

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cell_seg.cli.common import run_main
-from cell_seg.errors import DataError
+from cell_seg.errors import CellSegError, DataError
 from cell_seg.inference import BLEND_MODES, DEFAULT_OVERLAP
 
 FORMATS = ("sartorius", "hubmap", "coco", "labels")
@@ -28,13 +28,16 @@ DEFAULT_OUT = {"sartorius": "submission.csv", "hubmap": "submission.csv", "coco"
                "labels": "predictions"}
 
 
-def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta=False, skip_bad=False, overlays=False,
+def predict_folder(predictor, images, out, fmt, mode=None, postprocess=None, tta=None, skip_bad=False, overlays=False,
                    tile=None, overlap=None, blend=None):
     """Predict every image of `images` (id -> path, predicted in that order) and write `out` in format `fmt`.
 
     Nothing is written to `out` unless every image succeeds (or is skipped with `skip_bad`): label
     images go to a hidden staging folder beside `out` and are moved in at the end; the CSV and
     JSON formats are written atomically.
+
+    `mode`, `postprocess` (a `PostprocessConfig` or a dict of settings) and `tta` override the
+    predictor's own (the model's metadata) when given.
 
     Returns (n_images, n_instances, skipped list of (key, reason)).
     """
@@ -140,9 +143,13 @@ def main(argv=None):
                         + ", ".join(f"{v} ({k})" for k, v in DEFAULT_OUT.items() if k != "hubmap"))
     parser.add_argument("--format", default="labels", choices=FORMATS,
                         help="output format (default labels: 16-bit label PNGs with outline overlays)")
-    parser.add_argument("--mode", choices=("components", "watershed"), help="override the post-processing mode")
-    parser.add_argument("--postprocess", help="JSON file of post-processing settings (default: the model's tuned ones)")
-    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
+    parser.add_argument("--mode", choices=("components", "watershed", "distance"),
+                        help="override the post-processing mode (default: the model's)")
+    parser.add_argument("--postprocess", help="JSON file of post-processing settings that override the model's "
+                        "(default: the model's tuned ones)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the 8 flips/rotations (8x slower); default: the model's own default "
+                        "(on for a model exported with --tta; --no-tta turns it off)")
     parser.add_argument("--tile", type=int, help="predict images larger than this in overlapping tiles of this size "
                         "(a multiple of the model's stride, e.g. 512); default: whole images")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
@@ -167,6 +174,11 @@ def main(argv=None):
     if postprocess is not None and not isinstance(postprocess, dict):
         raise DataError("post-processing settings must be a JSON object", file=args.postprocess)
     predictor = Predictor.load(args.model)
+    if postprocess is not None:
+        try:
+            postprocess = predictor.postprocess.replace(**postprocess)
+        except CellSegError as error:
+            raise DataError(str(error), file=args.postprocess) from None
     if args.tile is not None:
         check_tiling(args.tile, args.overlap, predictor.stride)
     n_images, n_instances, skipped = predict_folder(

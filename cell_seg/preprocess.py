@@ -65,6 +65,29 @@ def convert_channels(image, in_channels=3):
     raise ConfigError(f"in_channels must be 1 or 3, not {in_channels!r}")
 
 
+def check_normalization(mode, mean=None, std=None, in_channels=3):
+    """Raise `ConfigError` unless `mode`, `mean` and `std` are a usable normalisation for `in_channels`.
+
+    Example:
+        >>> check_normalization("standard", mean=0.5, std=None)
+        Traceback (most recent call last):
+        ...
+        cell_seg.errors.ConfigError: normalization 'standard' needs both mean and std
+    """
+    if mode not in NORMALIZATION_MODES:
+        raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATION_MODES)}, not {mode!r}")
+    if mode != "standard":
+        return
+    if mean is None or std is None:
+        raise ConfigError("normalization 'standard' needs both mean and std")
+    for name, value in (("mean", mean), ("std", std)):
+        size = np.asarray(value, np.float32).size
+        if size not in (1, in_channels):
+            raise ConfigError(f"normalization {name} needs 1 or {in_channels} values, got {size}")
+    if (np.asarray(std, np.float32) == 0).any():
+        raise ConfigError("normalization std must not be 0")
+
+
 def normalize_image(image, mode="scale", mean=None, std=None, in_channels=3):
     """Turn a raw image into the float32 `H x W x in_channels` array a model takes.
 
@@ -87,8 +110,7 @@ def normalize_image(image, mode="scale", mean=None, std=None, in_channels=3):
         >>> normalize_image(np.array([[0, 255]], np.uint8), "standard", mean=0.5, std=0.5, in_channels=1)[..., 0]
         array([[-1.,  1.]], dtype=float32)
     """
-    if mode not in NORMALIZATION_MODES:
-        raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATION_MODES)}, not {mode!r}")
+    check_normalization(mode, mean, std, in_channels)
     dtype = np.asarray(image).dtype
     x = convert_channels(image, in_channels)
     if mode == "minmax":
@@ -100,16 +122,7 @@ def normalize_image(image, mode="scale", mean=None, std=None, in_channels=3):
     if scale != 1.0:
         x = x / np.float32(scale)
     if mode == "standard":
-        if mean is None or std is None:
-            raise ConfigError("normalization 'standard' needs both mean and std")
-        mean = np.asarray(mean, np.float32).reshape(-1)
-        std = np.asarray(std, np.float32).reshape(-1)
-        for name, value in (("mean", mean), ("std", std)):
-            if value.size not in (1, in_channels):
-                raise ConfigError(f"normalization {name} needs 1 or {in_channels} values, got {value.size}")
-        if (std == 0).any():
-            raise ConfigError("normalization std must not be 0")
-        x = (x - mean) / std
+        x = (x - np.asarray(mean, np.float32).reshape(-1)) / np.asarray(std, np.float32).reshape(-1)
     return x.astype(np.float32, copy=False)
 
 

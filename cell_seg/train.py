@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cell_seg import __version__
 from cell_seg.cli.common import run_main
 from cell_seg.config import describe_fields, load_config, save_config
 from cell_seg.data.coco import validate_coco
 from cell_seg.errors import ConfigError, DataError
 from cell_seg.files import make_folder, read_json, write_json_atomic
+from cell_seg.metadata import ModelMetadata
 
 # Fewer validation images than this: the printed score comes with a warning that it is noisy.
 FEW_VALIDATION_IMAGES = 20
@@ -104,34 +104,13 @@ def make_sequences(config, train_coco, val_coco, images, stride, val_batch_size=
     """Training (random crops, augmentation) and validation (whole padded images) PyDatasets."""
     from cell_seg.data.generator import SegmentationSequence
 
-    data = config.data
-    common = dict(
-        channels=tuple(data.channels),
-        normalization=data.normalization,
-        mean=data.mean,
-        std=data.std,
-        in_channels=config.model.in_channels,
-        border_width=data.border_width,
-        pad_multiple=max(stride, 32),
-        scale=data.scale,
-    )
-    train = SegmentationSequence(
-        train_coco,
-        images,
-        batch_size=data.batch_size,
-        crop_size=data.crop_size,
-        augment=data.augment,
-        shuffle=True,
-        seed=config.train.seed,
-        class_balanced=data.class_balanced,
-        steps_per_epoch=data.steps_per_epoch,
-        workers=data.workers,
-        use_multiprocessing=data.use_multiprocessing,
-        **common,
-    )
-    val = SegmentationSequence(
-        val_coco, images, batch_size=val_batch_size or data.val_batch_size, crop_size=None, augment="none", shuffle=False, seed=0, **common
-    )
+    common = dict(in_channels=config.model.in_channels, pad_multiple=max(stride, 32))
+    train = SegmentationSequence(train_coco, images, config.data, shuffle=True, seed=config.train.seed, **common)
+    # Validation: whole padded images in file order, as prediction sees them.
+    val = SegmentationSequence(val_coco, images, config.data, shuffle=False, seed=0,
+                               batch_size=val_batch_size or config.data.val_batch_size, crop_size=None, augment="none",
+                               class_balanced=False, steps_per_epoch=None, workers=1, use_multiprocessing=False,
+                               **common)
     return train, val
 
 
@@ -368,13 +347,10 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
 
     import keras
 
-    from cell_seg.losses import build_loss
-    from cell_seg.train_metrics import build_metrics
-    from cell_seg.models import build_model, load_model, model_stride
+    from cell_seg.config import mixed_precision_policy
+    from cell_seg.models import model_stride
 
     set_seeds(config.train.seed)
-    from cell_seg.config import mixed_precision_policy
-
     policy = mixed_precision_policy(config.train.mixed_precision)
     keras.mixed_precision.set_global_policy(policy or "float32")  # also undoes an earlier run's policy
 
@@ -391,17 +367,51 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
     validation_steps = len(val_seq) if replicas == 1 else max(1, len(val_coco["images"]) // val_seq.batch_size)
     channels = list(train_seq.channel_names)
     save_config(config, run_dir / "config.yaml")
-    metadata = {
-        "version": __version__,
-        "channels": channels,
-        "class_names": [c["name"] for c in sorted(train_coco.get("categories", []), key=lambda c: c["id"])],
-        "normalization": {"mode": config.data.normalization, "mean": config.data.mean, "std": config.data.std},
-        "in_channels": config.model.in_channels,
-        "stride": max(stride, 32),
-        "scale": float(config.data.scale),
-        "config": config.to_dict(),
-    }
-    write_json_atomic(metadata, run_dir / "metadata.json", indent=2)
+    class_names = [c["name"] for c in sorted(train_coco.get("categories", []), key=lambda c: c["id"])]
+    ModelMetadata.for_training(config, channels, class_names, stride).write(run_dir / "metadata.json")
+
+    model, initial_epoch = compiled_model(config, channels, run_dir, strategy, resume)
+    callbacks = make_callbacks(config, run_dir) + list(extra_callbacks)
+    train_seq.set_epoch(initial_epoch)
+    pool = None
+    if config.data.use_multiprocessing and config.data.workers > 1:
+        from cell_seg.data.workers import BatchProcessPool
+
+        # Spawned processes (safe after the backend started its threads) build the training batches.
+        pool = BatchProcessPool(train_seq, processes=config.data.workers)
+    train_data, val_data = fit_inputs(train_seq, val_seq, pool)
+    try:
+        history = model.fit(
+            train_data,
+            steps_per_epoch=len(train_seq),
+            validation_data=val_data,
+            validation_steps=validation_steps,
+            validation_freq=config.train.validation_freq,
+            shuffle=False,  # the sequences shuffle, seeded per epoch
+            epochs=config.train.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=keras_verbosity(config.train.verbose),
+        )
+    finally:
+        if pool is not None:
+            pool.close()
+
+    model = save_final_model(run_dir, model)
+    if evaluate_after:
+        from cell_seg.evaluate import evaluate_run
+
+        source = config.data.val or (None if config.data.coco in (None, "demo") else config.data.coco)
+        evaluate_run(run_dir, coco=val_coco, images=images, tune=config.eval.tune, source=source)
+    return model, history
+
+
+def compiled_model(config, channels, run_dir, strategy, resume):
+    """(compiled model, first epoch to train): a new model, or `checkpoints/last.keras` of a run resumed
+    after it finished (an interrupted run restores `backup/` in `fit` instead)."""
+    from cell_seg.losses import build_loss
+    from cell_seg.models import build_model, load_model
+    from cell_seg.train_metrics import build_metrics
 
     last = run_dir / "checkpoints" / "last.keras"
     initial_epoch = 0
@@ -422,42 +432,27 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
             # BackupAndRestore loads backup/ before the first step; an optimiser not built yet would
             # skip its saved moments and step count (Keras warns) and Adam would restart cold.
             model.optimizer.build(model.trainable_variables)
-    callbacks = make_callbacks(config, run_dir) + list(extra_callbacks)
-    train_seq.set_epoch(initial_epoch)
-    pool = None
-    if config.data.use_multiprocessing and config.data.workers > 1:
-        from cell_seg.data.workers import BatchProcessPool
+    return model, initial_epoch
 
-        # Spawned processes (safe after the backend started its threads) build the training batches.
-        pool = BatchProcessPool(train_seq, processes=config.data.workers)
+
+def fit_inputs(train_seq, val_seq, pool=None):
+    """What `model.fit` reads on this backend: (training data, validation data)."""
     if is_tensorflow_backend():
         # Our own tf.data wrappers: Keras' PyDataset adapter fixes the batch shape from the first
         # batch on TensorFlow, which breaks validation on whole images of different sizes.
         from cell_seg.data.generator import to_tf_dataset
 
-        train_data, val_data = to_tf_dataset(train_seq, pool=pool).repeat(), to_tf_dataset(val_seq).repeat()
-    else:
-        # JAX / PyTorch: the same batches, in the same order, from a generator; validation from the
-        # PyDataset (jax.jit compiles once per batch shape).
-        from cell_seg.data.generator import batch_stream
+        return to_tf_dataset(train_seq, pool=pool).repeat(), to_tf_dataset(val_seq).repeat()
+    # JAX / PyTorch: the same batches, in the same order, from a generator; validation from the
+    # PyDataset (jax.jit compiles once per batch shape).
+    from cell_seg.data.generator import batch_stream
 
-        train_data, val_data = batch_stream(train_seq, pool), val_seq
-    try:
-        history = model.fit(
-            train_data,
-            steps_per_epoch=len(train_seq),
-            validation_data=val_data,
-            validation_steps=validation_steps,
-            validation_freq=config.train.validation_freq,
-            shuffle=False,  # the sequences shuffle, seeded per epoch
-            epochs=config.train.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=keras_verbosity(config.train.verbose),
-        )
-    finally:
-        if pool is not None:
-            pool.close()
+    return batch_stream(train_seq, pool), val_seq
+
+
+def save_final_model(run_dir, model):
+    """Write `model.keras` (the best checkpoint when there is one) and the training curves; returns that model."""
+    from cell_seg.models import load_model
 
     best = run_dir / "checkpoints" / "best.keras"
     if best.is_file():
@@ -473,13 +468,7 @@ def run(config, extra_callbacks=(), evaluate_after=True, resume=False):
         plt.close(plot_history(run_dir / "history.csv", save=run_dir / "training_curves.png"))
     except Exception as error:  # a plot must never lose a finished training
         print(f"warning: training curves not drawn ({error})", file=sys.stderr)
-
-    if evaluate_after:
-        from cell_seg.evaluate import evaluate_run
-
-        source = config.data.val or (None if config.data.coco in (None, "demo") else config.data.coco)
-        evaluate_run(run_dir, coco=val_coco, images=images, tune=config.eval.tune, source=source)
-    return model, history
+    return model
 
 
 def parse_args(argv):

@@ -44,22 +44,53 @@ def test_retuning_ignores_the_earlier_per_class_settings(monkeypatch):
     """A run evaluated a second time has a tuned postprocess.json with per-class settings; they
     must not ride along into the candidates (they would override every threshold tried)."""
     from cell_seg import evaluate
+    from cell_seg.postprocess import PostprocessConfig
 
     seen = []
 
-    def fake_score(records, channels, mode, settings, full=False):
-        seen.append(settings)
-        return -abs(settings["fg_threshold"] - 0.8) - abs(settings["min_area"] - 100) / 1000
+    def fake_score(records, channels, config, full=False):
+        seen.append(config)
+        return -abs(config.fg_threshold - 0.8) - abs(config.min_area - 100) / 1000
 
     monkeypatch.setattr(evaluate, "score_predictions", fake_score)
     records = [{"class": name} for name in ("astro", "cort", "shsy5y")]
-    earlier = {"mode": "components", "fg_threshold": 0.5, "min_area": 25,
-               "per_class": {name: {"fg_threshold": 0.5, "min_area": 25} for name in ("astro", "cort", "shsy5y")}}
+    earlier = PostprocessConfig(mode="components", fg_threshold=0.5, min_area=25,
+                                per_class={name: {"fg_threshold": 0.5, "min_area": 25} for name in ("astro", "cort", "shsy5y")})
     settings, _, table = evaluate.tune_postprocess(records, ["foreground", "class_astro", "class_cort", "class_shsy5y"],
                                                    "components", base=earlier)
-    assert all("per_class" not in candidate for candidate in seen[:-1])
-    assert settings["per_class"] == {name: {"fg_threshold": 0.8, "min_area": 100} for name in ("astro", "cort", "shsy5y")}
+    assert all(candidate.per_class == {} for candidate in seen[:-1])
+    assert settings.per_class == {name: {"fg_threshold": 0.8, "min_area": 100} for name in ("astro", "cort", "shsy5y")}
     assert [row["fg_threshold"] for row in table] == [0.8, 0.8, 0.8]
+
+
+def test_the_chosen_mode_is_the_models_own_without_tuning_and_the_best_with_it(monkeypatch):
+    """Symmetric: whichever mode the model's post-processing names is kept when nothing is tuned,
+    components as well as watershed; tuning picks the best score, a tie going to the model's mode."""
+    from cell_seg import evaluate
+    from cell_seg.postprocess import PostprocessConfig
+
+    maps = {}
+
+    def fake_score(records, channels, config, full=False):
+        value = maps[config.mode]
+        return {"map": value, "ap_iou_0.6": value, "per_class": {}, "foreground_iou": 1.0} if full else value
+
+    monkeypatch.setattr(evaluate, "score_predictions", fake_score)
+    channels = ["foreground", "border"]
+    maps.update(components=0.3, watershed=0.4)
+    for own in ("components", "watershed"):
+        report, chosen = evaluate.evaluate_records([], channels, PostprocessConfig(mode=own))
+        assert report["best_mode"] == own and chosen.mode == own
+    report, chosen = evaluate.evaluate_records([], channels, PostprocessConfig(mode="auto"))
+    assert chosen.mode == "watershed"  # "auto" with a border channel
+    monkeypatch.setattr(evaluate, "tune_postprocess",
+                        lambda records, channels, mode, base=None: (base.replace(mode=mode), maps[mode], []))
+    report, chosen = evaluate.evaluate_records([], channels, PostprocessConfig(mode="components"), tune=True)
+    assert chosen.mode == "watershed" and report["summary"]["map"] == 0.4
+    maps.update(components=0.4)
+    for own in ("components", "watershed"):
+        report, chosen = evaluate.evaluate_records([], channels, PostprocessConfig(mode=own), tune=True)
+        assert chosen.mode == own  # a tie goes to the model's own mode
 
 
 def test_a_model_with_a_distance_channel_is_scored_and_tuned_in_the_distance_mode_too():
@@ -79,7 +110,7 @@ def test_a_model_with_a_distance_channel_is_scored_and_tuned_in_the_distance_mod
     records = [{"key": "a", "class": None, "probs": probs, "truth": truth}]
     report, settings = evaluate.evaluate_records(records, channels, tune=True)
     assert list(report["modes"]) == ["components", "watershed", "distance"]
-    tuned = report["tuning"]["distance"]["settings"]
+    tuned = report["tuning"]["distance"]["settings"]  # as written to postprocess.json
     assert tuned["distance_threshold"] in evaluate.DISTANCE_THRESHOLDS and "min_seed_area" in tuned
     assert report["modes"]["distance"]["map"] > report["modes"]["components"]["map"]
-    assert settings["mode"] == report["best_mode"]
+    assert settings.mode == report["best_mode"]

@@ -207,18 +207,20 @@ def test_raw_signatures_need_only_tensorflow(variants):
 def test_metadata_holds_what_inference_needs(exported, run_dir):
     from cell_seg import __version__
     from cell_seg.inference import Predictor
+    from cell_seg.postprocess import PostprocessConfig
 
     metadata = json.loads((exported / "assets" / "metadata.json").read_text())
     run_metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["channels"] == ["foreground", "border"]
     assert metadata["class_names"] == run_metadata["class_names"] and metadata["class_names"]
     assert metadata["normalization"] == {"mode": "scale", "mean": None, "std": None}
-    assert metadata["postprocess"] == TUNED and metadata["postprocess_tuned"] is True
+    assert {k: metadata["postprocess"][k] for k in TUNED} == TUNED and metadata["postprocess_tuned"] is True
+    assert metadata["tta"] is False
     assert metadata["config"]["model"]["name"] == "unet_plain"
     assert metadata["version"] == __version__
     assert set(metadata["signatures"]) >= {"serve_image", "serve_image_uint16", "serve_batch"}
     predictor = Predictor.load(exported)
-    assert predictor.keras_model is None and predictor.postprocess == TUNED
+    assert predictor.keras_model is None and predictor.postprocess == PostprocessConfig.from_dict(TUNED)
     assert predictor.postprocess_tuned and predictor.channels == ["foreground", "border"]
 
 
@@ -413,7 +415,8 @@ def test_export_from_a_checkpoint_replaces_an_earlier_export(run_dir, export_cop
 
     export.export_model(run_dir / "checkpoints" / "last.keras", export_copy)  # with the built-in check
     metadata = json.loads((export_copy / "assets" / "metadata.json").read_text())
-    assert metadata["exported_from"].endswith("last.keras") and metadata["postprocess"] == TUNED
+    assert metadata["exported_from"].endswith("last.keras")
+    assert {k: metadata["postprocess"][k] for k in TUNED} == TUNED
     image = random_image((40, 50), np.uint8)
     last = Predictor.load(run_dir / "checkpoints" / "last.keras").predict_probs(image)
     np.testing.assert_allclose(Predictor.load(export_copy).predict_probs(image), last, rtol=0, atol=ATOL)
@@ -451,6 +454,7 @@ def test_float16_export_keeps_integer_states_of_dropout_layers(tmp_path):
     import tensorflow as tf
 
     from cell_seg.export import build_module
+    from cell_seg.metadata import ModelMetadata
 
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
@@ -458,7 +462,7 @@ def test_float16_export_keeps_integer_states_of_dropout_layers(tmp_path):
     outputs = keras.layers.Conv2D(2, 1, activation="sigmoid")(x)
     model = keras.Model(inputs, outputs)
     assert any(not v.dtype.startswith("float") for v in model.non_trainable_variables)  # the seed state
-    metadata = {"normalization": {"mode": "scale", "mean": None, "std": None}, "in_channels": 3, "stride": 1}
+    metadata = ModelMetadata(channels=["foreground", "border"], normalization={"mode": "scale"}, stride=1)
     module, signatures = build_module(model, metadata, "float16")
     tf.saved_model.save(module, str(tmp_path / "m"), signatures=signatures)
     loaded = tf.saved_model.load(str(tmp_path / "m"))

@@ -21,6 +21,7 @@ import cell_seg.cli.convert as convert_cli
 import cell_seg.cli.split as split_cli
 from cell_seg.data.rle import rle_to_coco
 from cell_seg.errors import ConfigError, DataError
+from cell_seg.postprocess import PostprocessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 6, 8
@@ -72,7 +73,8 @@ class StandInPredictor:
 
     stride = 32
     channels = ["foreground"]
-    postprocess = {}
+    postprocess = PostprocessConfig()
+    tta = False
     source = "stand-in"
     keras_model = None
 

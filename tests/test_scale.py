@@ -78,15 +78,15 @@ def test_predictor_resizes_by_the_metadata_scale_and_returns_the_original_size()
 
 
 def test_metadata_scale_is_checked(tmp_path):
-    from cell_seg.inference import read_metadata
+    from cell_seg.metadata import ModelMetadata
 
     meta = {"channels": ["foreground"], "normalization": {"mode": "scale"}, "in_channels": 1, "stride": 32}
     path = tmp_path / "metadata.json"
     path.write_text(json.dumps({**meta, "scale": 2}))
-    assert read_metadata(path)["scale"] == 2
+    assert ModelMetadata.read(path).scale == 2
     path.write_text(json.dumps({**meta, "scale": 0}))
     with pytest.raises(ModelError, match="scale"):
-        read_metadata(path)
+        ModelMetadata.read(path)
 
 
 # --- training samples ------------------------------------------------------------------------

@@ -31,6 +31,7 @@ iterator), so Keras epoch `k` reads epoch `k + 1` of a fresh sequence; to resume
 epoch `k` with the same data, call `sequence.set_epoch(k)` before `fit(initial_epoch=k)`.
 """
 
+import dataclasses
 import itertools
 import math
 import threading
@@ -42,7 +43,34 @@ from cell_seg.data.augment import build_augmentation
 from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.targets import build_targets, channel_names
 from cell_seg.errors import ConfigError, DataError
-from cell_seg.preprocess import NORMALIZATION_MODES, normalize_image, pad_to_multiple, rescale
+from cell_seg.preprocess import check_normalization, normalize_image, pad_to_multiple, rescale
+
+
+#: `DataConfig` fields that shape batches (the others say where data is and how it is split).
+BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "normalization", "mean", "std", "border_width",
+                "scale", "class_balanced", "steps_per_epoch", "workers", "use_multiprocessing")
+
+
+def batch_settings(data=None, overrides=None):
+    """`data` (a `DataConfig`, default its defaults) with `overrides` of its batch fields applied.
+
+    Example:
+        >>> batch_settings(None, {"crop_size": None}).crop_size is None
+        True
+        >>> batch_settings(None, {"crop": 128})
+        Traceback (most recent call last):
+        ...
+        cell_seg.errors.ConfigError: unknown batch setting 'crop' (use one of channels, batch_size, crop_size, augment, normalization, mean, std, border_width, scale, class_balanced, steps_per_epoch, workers, use_multiprocessing)
+    """
+    from cell_seg.config import DataConfig
+
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(BATCH_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown batch setting {unknown[0]!r} (use one of {', '.join(BATCH_FIELDS)})")
+    if isinstance(overrides.get("channels"), str):
+        overrides["channels"] = [overrides["channels"]]
+    return dataclasses.replace(data if data is not None else DataConfig(), **overrides)
 
 
 class SampleBatches:
@@ -53,23 +81,20 @@ class SampleBatches:
     Args:
         coco: COCO JSON path, loaded dict, or a `CocoDataset`.
         images_dir: folder of the images (ignored when `coco` is a `CocoDataset`).
-        channels: target names (see `cell_seg.data.targets`): "foreground", "border", "classes".
-        batch_size: samples per batch.
-        crop_size: int for random training crops; None for whole, padded images (validation).
+        data: a `cell_seg.config.DataConfig` (default: its defaults); its fields that shape
+            batches are used: channels, batch_size, crop_size (None: whole padded images),
+            augment, normalization, mean, std, border_width, scale, class_balanced (draw images
+            inversely to the number of images of their class), steps_per_epoch (default one pass),
+            workers and use_multiprocessing (threads or processes building batches, see
+            `batch_stream`).
+        in_channels: 1 or 3 network input channels (the model's, `cell_seg.preprocess`).
         pad_multiple: H and W of every sample are padded to a multiple of this.
-        augment: preset name ("none", "light", "strong"), list of transform dicts, or None.
-        normalization, mean, std, in_channels: see `cell_seg.preprocess.normalize_image`.
-        border_width: ring width of the "border" target.
-        scale: resize image and label map by this factor first (e.g. 2.0 for small cells).
         shuffle: new random order every epoch (else file order).
         seed: seeds order and augmentation (None: random, fixed for this object).
-        class_balanced: draw images with replacement, with probability inversely proportional to
-            the number of images of their `image_class`, so every class is drawn equally often.
-        steps_per_epoch: batches per epoch (default `ceil(n_images / batch_size)`).
         image_ids: restrict to these image ids (default all, in file order).
-        workers, use_multiprocessing, max_queue_size: how many threads or processes build batches
-            (see `batch_stream`; `keras.utils.PyDataset` takes them too).
+        max_queue_size: batches prepared ahead (`keras.utils.PyDataset`).
         cache_size: label maps kept in the data set's LRU cache.
+        **settings: `data` fields to override, e.g. `crop_size=None, augment="none"`.
 
     Example:
         >>> train = SegmentationSequence("train.json", "images", crop_size=256, augment="strong")  # doctest: +SKIP
@@ -78,33 +103,14 @@ class SampleBatches:
         ((4, 256, 256, 3), (4, 256, 256, 2), ['foreground', 'border'])
     """
 
-    def __init__(
-        self,
-        coco,
-        images_dir=None,
-        channels=("foreground", "border"),
-        batch_size=4,
-        crop_size=256,
-        pad_multiple=32,
-        augment="light",
-        normalization="scale",
-        mean=None,
-        std=None,
-        in_channels=3,
-        border_width=0,
-        scale=1.0,
-        shuffle=True,
-        seed=0,
-        class_balanced=False,
-        steps_per_epoch=None,
-        image_ids=None,
-        workers=1,
-        use_multiprocessing=False,
-        max_queue_size=10,
-        cache_size=0,
-    ):
+    def __init__(self, coco, images_dir=None, data=None, *, in_channels=3, pad_multiple=32, shuffle=True, seed=0,
+                 image_ids=None, max_queue_size=10, cache_size=0, **settings):
+        data = batch_settings(data, settings)
+        channels, batch_size, crop_size = data.channels, data.batch_size, data.crop_size
+        normalization, mean, std, scale = data.normalization, data.mean, data.std, data.scale
+        workers, steps_per_epoch = data.workers, data.steps_per_epoch
         self.workers = int(workers)
-        self.use_multiprocessing = bool(use_multiprocessing)
+        self.use_multiprocessing = bool(data.use_multiprocessing)
         self.max_queue_size = int(max_queue_size)
         if isinstance(coco, CocoDataset):
             self.dataset = coco
@@ -121,20 +127,9 @@ class SampleBatches:
             raise ConfigError(f"batch_size must be at least 1, not {batch_size!r}")
         if steps_per_epoch is not None and int(steps_per_epoch) < 1:
             raise ConfigError(f"steps_per_epoch must be at least 1, not {steps_per_epoch!r}")
-        if normalization not in NORMALIZATION_MODES:
-            raise ConfigError(f"normalization must be one of {', '.join(NORMALIZATION_MODES)}, not {normalization!r}")
         if in_channels not in (1, 3):
             raise ConfigError(f"in_channels must be 1 or 3, not {in_channels!r}")
-        if normalization == "standard":
-            if mean is None or std is None:
-                raise ConfigError("normalization 'standard' needs both mean and std")
-            self._mean = np.asarray(mean, np.float32).reshape(-1)
-            self._std = np.asarray(std, np.float32).reshape(-1)
-            for name, value in (("mean", self._mean), ("std", self._std)):
-                if value.size not in (1, in_channels):
-                    raise ConfigError(f"normalization {name} needs 1 or {in_channels} values, got {value.size}")
-            if (self._std == 0).any():
-                raise ConfigError("normalization std must not be 0")
+        check_normalization(normalization, mean, std, in_channels)
 
         self.channels = [channels] if isinstance(channels, str) else list(channels)
         self.category_names = list(self.dataset.category_names)
@@ -146,15 +141,15 @@ class SampleBatches:
         self.normalization = normalization
         self.mean, self.std = mean, std
         self.in_channels = in_channels
-        self.border_width = border_width
+        self.border_width = data.border_width
         if not float(scale) > 0:
             raise ConfigError(f"scale must be positive, not {scale!r}")
         self.scale = float(scale)
         self.shuffle = shuffle
-        self.class_balanced = class_balanced
+        self.class_balanced = data.class_balanced
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
         self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
-        self.augmentation = build_augmentation(augment, seed=self.seed, crop_size=crop_size)
+        self.augmentation = build_augmentation(data.augment, seed=self.seed, crop_size=crop_size)
         self.epoch = 0
         self._orders = {}
         self._lock = threading.Lock()
@@ -256,7 +251,7 @@ class SampleBatches:
             x = np.repeat(x, 3, axis=2)
         x = x.astype(np.float32, copy=False)
         if self.normalization == "standard":
-            x = (x - self._mean) / self._std
+            x = (x - np.asarray(self.mean, np.float32).reshape(-1)) / np.asarray(self.std, np.float32).reshape(-1)
         y = build_targets(label_map, classes, self.channels, self.n_classes, self.border_width)
         if pad:
             x, _ = pad_to_multiple(x, self.pad_multiple)
@@ -295,11 +290,9 @@ def _make_sequence_class():
             "Plain Python (no Keras): `SegmentationSequence` is this class as a `keras.utils.PyDataset`.",
             "A `keras.utils.PyDataset`; its batches can also be built without Keras by `plain()`.")
 
-        def __init__(self, coco, images_dir=None, **kwargs):
-            keras.utils.PyDataset.__init__(self, workers=kwargs.get("workers", 1),
-                                           use_multiprocessing=kwargs.get("use_multiprocessing", False),
-                                           max_queue_size=kwargs.get("max_queue_size", 10))
-            SampleBatches.__init__(self, coco, images_dir, **kwargs)
+        def __init__(self, coco, images_dir=None, data=None, **kwargs):
+            keras.utils.PyDataset.__init__(self)
+            SampleBatches.__init__(self, coco, images_dir, data, **kwargs)  # sets workers & co. as well
 
     SegmentationSequence.__module__ = __name__
     SegmentationSequence.__qualname__ = "SegmentationSequence"  # pickles as a module attribute
