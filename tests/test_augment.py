@@ -96,3 +96,23 @@ def test_config_list_with_nesting():
     image, labels = augment(IMAGE, LABELS)
     assert image.shape == (48, 48) and set(np.unique(labels)) <= set(np.unique(LABELS))
     assert augment.transforms[0].transforms[0].mask_interpolation == 0  # INTER_NEAREST injected
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_colour_preset_changes_colour_and_polarity_of_rgb_and_grey_images(channels):
+    """Grey conversion and inversion reach every image; hue and channel changes need three channels."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((60, 76, channels), np.float32)
+    inside = LABELS > 0
+    image[inside] = [0.9, 0.3, 0.6][:channels] if channels == 3 else 0.9
+    augment = build_augmentation("colour", seed=0)
+    inverted = grey = 0
+    for call in range(60):
+        out, labels = augment(image, LABELS, seed=int(rng.integers(1 << 30)))
+        assert sorted(out.shape) == sorted(image.shape)  # 90-degree rotations swap height and width
+        assert set(np.unique(labels).tolist()) <= set(np.unique(LABELS).tolist())
+        inverted += float(np.median(out[labels == 0])) > 0.5  # background turned light
+        if channels == 3:
+            grey += bool(np.allclose(out[..., 0], out[..., 1], atol=1e-3) and np.allclose(out[..., 1], out[..., 2], atol=1e-3))
+    assert 3 <= inverted <= 25
+    assert channels == 1 or grey >= 3

@@ -11,6 +11,8 @@ A pipeline is given as a preset name or as a list of transform dicts:
 - "light": flips, 90-degree rotations, small brightness/contrast changes.
 - "strong": "light" plus `Affine` (zoom 0.75-1.33, rotation, small shift and shear),
   stronger brightness/contrast, gamma, Gaussian blur and Gaussian noise.
+- "colour": "strong" plus colour jitter (saturation, hue), channel shuffles, grey conversion
+  and inversion, for data mixing fluorescence with brightfield and stained tissue.
 - a list such as `[{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "rotate": [-30, 30]}]`:
   `name` is an albumentations class, the other keys its arguments (lists become tuples);
   `{"name": "OneOf", "transforms": [...]}` nests. Unknown names are a `ConfigError`.
@@ -70,6 +72,16 @@ PRESETS = {
         {"name": "GaussNoise", "std_range": (0.01, 0.05), "p": 0.3},
     ],
 }
+# "colour": "strong" plus colour and polarity changes, for data that mixes fluorescence (bright
+# nuclei on black), brightfield and stained tissue (dark, purple nuclei on a light background):
+# hue/saturation jitter and channel shuffles move stains around, grey conversion removes colour,
+# inversion swaps the polarity. Grayscale images (augmented as one channel) only get the last two.
+PRESETS["colour"] = PRESETS["strong"] + [
+    {"name": "ColorJitter", "brightness": 0.0, "contrast": 0.0, "saturation": 0.3, "hue": 0.1, "p": 0.5},
+    {"name": "ChannelShuffle", "p": 0.2},
+    {"name": "ToGray", "p": 0.2},
+    {"name": "InvertImg", "p": 0.2},
+]
 
 _COMPOSE_NAMES = ("OneOf", "SomeOf", "Sequential", "OneOrOther", "SelectiveChannelTransform")
 _GEOMETRIC_DEFAULTS = {
