@@ -13,7 +13,8 @@ Conventions (the same as Kaggle's DSB2018 and Sartorius metrics):
   0.0; truth but no prediction scores 0.0,
 - mean over thresholds 0.50:0.05:0.95, then mean over images.
 
-Only numpy and pandas at import time; pycocotools is imported inside the functions that need it.
+numpy, pandas and OpenCV (through `cell_seg.data.labels`) at import time; pycocotools is imported
+inside the functions that need it.
 
 Example:
     >>> truth = np.array([[1, 1, 0, 2, 2]], np.int32)
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cell_seg.data import labels as label_ops
 from cell_seg.errors import DataError
 
 DEFAULT_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
@@ -38,25 +40,6 @@ _DENSE_PAIR_LIMIT = 1 << 24
 
 
 # --- IoU matrices ------------------------------------------------------------------------------
-
-
-def _compact(label_map):
-    """Renumber the labels present to 1..n (keeping order); returns (map, original ids)."""
-    flat = np.asarray(label_map).ravel()
-    if flat.dtype.kind not in "iu":
-        flat = flat.astype(np.int64)
-    if flat.size == 0:
-        return flat.astype(np.int64), np.zeros(0, np.int64)
-    if flat.min() < 0:
-        raise DataError("label maps must not contain negative labels")
-    present = np.bincount(flat) > 0
-    present[0] = False
-    ids = np.flatnonzero(present)
-    if ids.size == 0 or ids[-1] == ids.size:
-        return flat.astype(np.int64, copy=False), ids  # already 1..n
-    lookup = np.zeros(present.size, np.int64)
-    lookup[ids] = np.arange(1, ids.size + 1)
-    return lookup[flat], ids
 
 
 def iou_matrix(true_labels, pred_labels, return_ids=False):
@@ -77,8 +60,8 @@ def iou_matrix(true_labels, pred_labels, return_ids=False):
     true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
     if true_labels.shape != pred_labels.shape:
         raise DataError(f"truth has shape {true_labels.shape} but prediction has shape {pred_labels.shape}")
-    true_flat, true_ids = _compact(true_labels)
-    pred_flat, pred_ids = _compact(pred_labels)
+    true_flat, true_ids = label_ops.compact_labels(true_labels)
+    pred_flat, pred_ids = label_ops.compact_labels(pred_labels)
     n_true, n_pred = true_ids.size, pred_ids.size
     true_area = np.bincount(true_flat, minlength=n_true + 1)[1:]
     pred_area = np.bincount(pred_flat, minlength=n_pred + 1)[1:]
@@ -304,21 +287,6 @@ def foreground_iou(true_labels, pred_labels):
 # --- HuBMAP: average precision at one IoU threshold -------------------------------------------
 
 
-def _score_array(scores, pred_ids, image):
-    """Scores of the predictions `pred_ids` (label ids) from an array (index id-1) or a dict."""
-    if scores is None:
-        return np.ones(pred_ids.size)
-    if isinstance(scores, dict):
-        missing = [int(i) for i in pred_ids if int(i) not in scores]
-        if missing:
-            raise DataError(f"no score for predicted label {missing[0]}", row=image, field="scores")
-        return np.array([scores[int(i)] for i in pred_ids], np.float64)
-    scores = np.asarray(scores, np.float64).ravel()
-    if pred_ids.size and pred_ids.max() > scores.size:
-        raise DataError(f"{scores.size} scores but predicted label {int(pred_ids.max())}", row=image, field="scores")
-    return scores[pred_ids - 1]
-
-
 def ap_at_iou(true_list, pred_list, scores_list, iou_threshold=0.6, return_curve=False):
     """Average precision over confidence at one IoU threshold, over a whole dataset (HuBMAP).
 
@@ -361,9 +329,9 @@ def ap_at_iou(true_list, pred_list, scores_list, iou_threshold=0.6, return_curve
     for i, (truth, pred, scores) in enumerate(zip(true_maps, pred_maps, scores_list)):
         try:
             iou, true_ids, pred_ids = iou_matrix(truth, pred, return_ids=True)
+            image_scores = label_ops.scores_by_label(scores, pred_ids)
         except DataError as error:
             raise error.located(row=i) from None
-        image_scores = _score_array(scores, pred_ids, i)
         order = np.argsort(-image_scores, kind="stable")
         matches = _greedy_matches(iou, order, iou_threshold)
         hits = np.zeros(pred_ids.size, bool)
@@ -409,8 +377,6 @@ def coco_gt_from_label_maps(label_maps, image_ids=None, category_ids=1, categori
         >>> len(gt["annotations"]), gt["annotations"][1]["area"], gt["annotations"][1]["bbox"]
         (2, 2, [0, 1, 2, 1])
     """
-    from cell_seg.data import labels as labels_lib
-
     maps = _as_list(label_maps)
     image_ids = list(range(1, len(maps) + 1)) if image_ids is None else list(image_ids)
     per_image_categories = _per_image(category_ids, len(maps))
@@ -419,8 +385,8 @@ def coco_gt_from_label_maps(label_maps, image_ids=None, category_ids=1, categori
         label_map = np.asarray(label_map)
         height, width = label_map.shape[:2]
         images.append({"id": image_id, "width": int(width), "height": int(height), "file_name": f"{image_id}.png"})
-        rles = labels_lib.label_map_to_coco(label_map)
-        areas, boxes = labels_lib.label_stats(label_map)
+        rles = label_ops.label_map_to_coco(label_map)
+        areas, boxes = label_ops.label_stats(label_map)
         for label, rle in rles.items():
             category = _category_of(image_categories, label)
             used.add(category)

@@ -36,7 +36,7 @@ import pandas as pd
 
 from cell_seg.errors import DataError
 from cell_seg.files import atomic_path, read_csv_table, write_json_atomic
-from cell_seg.data.labels import label_map_to_rle
+from cell_seg.data import labels as label_ops
 
 SARTORIUS_COLUMNS = ("id", "predicted")
 HUBMAP_COLUMNS = ("id", "height", "width", "prediction_string")
@@ -52,7 +52,7 @@ def sartorius_rows(image_key, label_map):
         >>> sartorius_rows("a", np.array([[1, 0], [1, 1]], np.int32))
         [('a', '1 1 3 2')]
     """
-    rles = label_map_to_rle(np.asarray(label_map), order="row")
+    rles = label_ops.label_map_to_rle(np.asarray(label_map), order="row")
     if not rles:
         return [(image_key, "")]
     return [(image_key, rles[k]) for k in sorted(rles)]
@@ -108,7 +108,6 @@ def read_sartorius_csv(path, shapes, allow_overlap=False, column="predicted", id
         >>> map_iou(truth, label_maps["0030fd0e6378"])["map"]              # doctest: +SKIP
         >>> truth = read_sartorius_csv("train.csv", (520, 704), True, "annotation", ["0030fd0e6378"])  # doctest: +SKIP
     """
-    from cell_seg.data import labels as labels_lib
     from cell_seg.data import rle as rle_codec
 
     frame = read_csv_table(path, ["id"])
@@ -136,7 +135,7 @@ def read_sartorius_csv(path, shapes, allow_overlap=False, column="predicted", id
     out = {}
     for image_id, arrays in indices.items():
         shape = _shape_of(shapes, image_id, path, first_line[image_id])
-        label_map, overlapping = labels_lib.paint_instances(arrays, shape, order="row")
+        label_map, overlapping = label_ops.paint_instances(arrays, shape, order="row")
         if overlapping and not allow_overlap:
             raise DataError(
                 f"instances of image {image_id!r} overlap on {overlapping} pixels",
@@ -149,21 +148,6 @@ def read_sartorius_csv(path, shapes, allow_overlap=False, column="predicted", id
 
 
 # --- HuBMAP ------------------------------------------------------------------------------------
-
-
-def _scores_for(scores, ids):
-    """Score of each label id: from an array (index id-1), a dict {id: score}, or 1.0."""
-    if scores is None:
-        return [1.0] * len(ids)
-    if isinstance(scores, dict):
-        missing = [i for i in ids if i not in scores]
-        if missing:
-            raise DataError(f"no score for label {missing[0]}", field="scores")
-        return [float(scores[i]) for i in ids]
-    scores = np.asarray(scores, np.float64).ravel()
-    if ids and max(ids) > scores.size:
-        raise DataError(f"{scores.size} scores for label {max(ids)}", field="scores")
-    return [float(scores[i - 1]) for i in ids]
 
 
 def encode_hubmap_mask(coco_rle):
@@ -204,11 +188,10 @@ def hubmap_prediction_string(label_map, scores=None, class_id=0):
         >>> [score for _, score, _ in decode_hubmap_prediction_string(text, (2, 2))]
         [0.75]
     """
-    from cell_seg.data import labels as labels_lib
-
-    rles = labels_lib.label_map_to_coco(np.asarray(label_map))
+    rles = label_ops.label_map_to_coco(np.asarray(label_map))
     ids = sorted(rles)
-    parts = [f"{class_id} {score!r} {encode_hubmap_mask(rles[k])}" for k, score in zip(ids, _scores_for(scores, ids))]
+    label_scores = label_ops.scores_by_label(scores, ids).tolist()
+    parts = [f"{class_id} {score!r} {encode_hubmap_mask(rles[k])}" for k, score in zip(ids, label_scores)]
     return " ".join(parts)
 
 
@@ -272,7 +255,6 @@ def read_hubmap_csv(path):
     Example:
         >>> label_map, scores, classes = read_hubmap_csv("submission.csv")["img"]  # doctest: +SKIP
     """
-    from cell_seg.data import labels as labels_lib
     from cell_seg.data import rle as rle_codec
 
     frame = read_csv_table(path, HUBMAP_COLUMNS)
@@ -287,7 +269,7 @@ def read_hubmap_csv(path):
         except DataError as error:
             raise error.located(file=path, row=row, field="prediction_string") from None
         arrays = [rle_codec.coco_to_indices(rle) for _, _, rle in decoded]
-        label_map, _ = labels_lib.paint_instances(arrays, shape, order="col")
+        label_map, _ = label_ops.paint_instances(arrays, shape, order="col")
         scores = np.array([score for _, score, _ in decoded], np.float64)
         classes = np.array([class_id for class_id, _, _ in decoded], np.int64)
         out[record.id] = (label_map, scores, classes)
@@ -310,9 +292,7 @@ def coco_results(image_id, label_map, scores=None, category_ids=1):
         >>> coco_results(7, np.array([[0, 1], [1, 1]], np.int32), [0.5])[0]["segmentation"]
         {'size': [2, 2], 'counts': '13'}
     """
-    from cell_seg.data import labels as labels_lib
-
-    rles = labels_lib.label_map_to_coco(np.asarray(label_map))
+    rles = label_ops.label_map_to_coco(np.asarray(label_map))
     ids = sorted(rles)
     if isinstance(category_ids, (int, np.integer)):
         categories = [int(category_ids)] * len(ids)
@@ -320,9 +300,10 @@ def coco_results(image_id, label_map, scores=None, category_ids=1):
         categories = [int(category_ids[k]) for k in ids]
     else:
         categories = [int(np.asarray(category_ids)[k - 1]) for k in ids]
+    label_scores = label_ops.scores_by_label(scores, ids).tolist()
     return [
         {"image_id": image_id, "category_id": category, "segmentation": rles[k], "score": score}
-        for k, score, category in zip(ids, _scores_for(scores, ids), categories)
+        for k, score, category in zip(ids, label_scores, categories)
     ]
 
 

@@ -6,11 +6,13 @@ from pycocotools import mask as mask_utils
 
 from cell_seg.data import rle
 from cell_seg.data.labels import (
+    compact_labels,
     instance_indices,
     label_map_to_coco,
     label_map_to_rle,
     paint_instances,
     relabel_sequential,
+    scores_by_label,
 )
 from cell_seg.errors import DataError
 
@@ -246,3 +248,29 @@ def test_relabel_sequential():
     relabelled, old_ids = relabel_sequential(labels)
     assert relabelled.tolist() == [[0, 2, 2], [1, 0, 3]]
     assert old_ids.tolist() == [3, 7, 12]
+    assert relabelled.dtype == np.int32 and old_ids.dtype == labels.dtype
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64])
+def test_compact_labels_is_relabel_sequential_flattened(dtype):
+    rng = np.random.default_rng(3)
+    labels = (rng.integers(0, 6, (9, 11)) * 5).astype(dtype)  # gaps between ids
+    flat, ids = compact_labels(labels)
+    relabelled, old_ids = relabel_sequential(labels)
+    assert flat.dtype == ids.dtype == np.int64
+    assert np.array_equal(flat, relabelled.ravel()) and np.array_equal(ids, old_ids)
+    already = np.arange(6).reshape(2, 3)
+    assert np.array_equal(compact_labels(already)[0], already.ravel())  # 1..n kept as they are
+    with pytest.raises(DataError, match="negative"):
+        compact_labels(np.array([[-1, 1]]))
+
+
+def test_scores_by_label_reads_arrays_dicts_and_none():
+    assert scores_by_label([0.9, 0.4, 0.7], np.array([3, 1])).tolist() == [0.7, 0.9]
+    assert scores_by_label({2: 0.5, 9: 0.25}, [9, 2]).tolist() == [0.25, 0.5]
+    assert scores_by_label(None, [4, 5]).tolist() == [1.0, 1.0]
+    assert scores_by_label([], []).size == 0
+    with pytest.raises(DataError, match="no score for label 9"):
+        scores_by_label({2: 0.5}, [2, 9])
+    with pytest.raises(DataError, match="2 scores for label 3"):
+        scores_by_label([0.1, 0.2], [1, 3])

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from cell_seg.data import rle as rle_codec
+from cell_seg.errors import DataError
 
 
 def paint_instances(index_arrays, shape, order="col", ids=None):
@@ -133,13 +134,76 @@ def label_map_to_coco(label_map):
     return {int(i): rle_codec.indices_to_coco(a, shape) for i, a in zip(ids, arrays)}
 
 
+def compact_labels(label_map):
+    """Renumber the labels present to 1..N keeping their order, flat: (int64 labels, int64 old ids).
+
+    The flat form the IoU pair counts need (`relabel_sequential` is the same as a map).
+    Non-integer maps are cast to int64; negative labels raise `DataError`.
+
+    Example:
+        >>> flat, old_ids = compact_labels(np.array([[0, 7], [3, 7]]))
+        >>> flat.tolist(), old_ids.tolist()
+        ([0, 2, 1, 2], [3, 7])
+    """
+    flat = np.asarray(label_map).ravel()
+    if flat.dtype.kind not in "iu":
+        flat = flat.astype(np.int64)
+    if flat.size == 0:
+        return flat.astype(np.int64), np.zeros(0, np.int64)
+    if flat.min() < 0:
+        raise DataError("label maps must not contain negative labels")
+    present = np.bincount(flat) > 0
+    present[0] = False
+    ids = np.flatnonzero(present)
+    if ids.size == 0 or ids[-1] == ids.size:
+        return flat.astype(np.int64, copy=False), ids  # already 1..n
+    lookup = np.zeros(present.size, np.int64)
+    lookup[ids] = np.arange(1, ids.size + 1)
+    return lookup[flat], ids
+
+
 def relabel_sequential(label_map):
-    """Renumber labels to 1..N keeping their order; returns (new_map, old_ids)."""
-    old_ids = np.unique(label_map)
-    old_ids = old_ids[old_ids != 0]
-    lookup = np.zeros(int(label_map.max()) + 1 if label_map.size else 1, np.int32)
-    lookup[old_ids] = np.arange(1, len(old_ids) + 1, dtype=np.int32)
-    return lookup[label_map], old_ids
+    """Renumber labels to 1..N keeping their order; returns (int32 new_map, old_ids).
+
+    `old_ids` has the map's dtype; negative labels raise `DataError`.
+
+    Example:
+        >>> new_map, old_ids = relabel_sequential(np.array([[0, 7], [3, 7]], np.int32))
+        >>> new_map.tolist(), old_ids.tolist()
+        ([[0, 2], [1, 2]], [3, 7])
+    """
+    label_map = np.asarray(label_map)
+    flat, old_ids = compact_labels(label_map)
+    return flat.reshape(label_map.shape).astype(np.int32), old_ids.astype(label_map.dtype, copy=False)
+
+
+def scores_by_label(scores, ids):
+    """Score of each label in `ids` (float64 array) from a per-instance score table.
+
+    Args:
+        scores: an array with the score of label k at index k-1, a dict {label: score}, or
+            None (every label scores 1.0).
+        ids: the labels, ascending or not.
+
+    Raises:
+        DataError (field "scores") when a label has no score.
+
+    Example:
+        >>> scores_by_label([0.9, 0.4, 0.7], [1, 3]).tolist(), scores_by_label({5: 0.2}, [5]).tolist()
+        ([0.9, 0.7], [0.2])
+    """
+    ids = np.asarray(ids, np.int64).ravel()
+    if scores is None:
+        return np.ones(ids.size)
+    if isinstance(scores, dict):
+        missing = [int(i) for i in ids if int(i) not in scores]
+        if missing:
+            raise DataError(f"no score for label {missing[0]}", field="scores")
+        return np.array([float(scores[int(i)]) for i in ids], np.float64)
+    scores = np.asarray(scores, np.float64).ravel()
+    if ids.size and ids.max() > scores.size:
+        raise DataError(f"{scores.size} scores for label {int(ids.max())}", field="scores")
+    return scores[ids - 1]
 
 
 #: Largest labels x rows table `pixel_stats` builds (above it, slower in-place minima/maxima).
