@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cell_seg.data import labels as labels_lib
+from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
 from cell_seg.data.targets import distance_map
 from cell_seg.files import read_json
@@ -73,7 +73,7 @@ def sartorius_ground_truth(data_root, image_id=None, target_cells=300):
         image_id = min(candidates, key=lambda i: (abs(len(by_image[i]) - target_cells), i))
     info = next(image for image in coco["images"] if image["id"] == image_id)
     arrays = [rle_codec.coco_to_indices(a["segmentation"]) for a in by_image[image_id]]
-    label_map, _ = labels_lib.paint_instances(arrays, SARTORIUS_SHAPE, order="col")
+    label_map, _ = label_ops.paint_instances(arrays, SARTORIUS_SHAPE, order="col")
     return info, label_map
 
 
@@ -83,7 +83,7 @@ def _random_ellipses(rng, n_cells):
         center = (int(rng.integers(0, SARTORIUS_SHAPE[1])), int(rng.integers(0, SARTORIUS_SHAPE[0])))
         axes = (int(rng.integers(5, 14)), int(rng.integers(4, 10)))
         cv2.ellipse(label_map, center, axes, float(rng.uniform(0, 180)), 0, 360, k, -1)
-    return labels_lib.relabel_sequential(label_map)[0]
+    return label_ops.relabel_sequential(label_map)[0]
 
 
 def synthetic_label_map(n_cells=300, seed=0):

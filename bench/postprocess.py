@@ -31,7 +31,7 @@ from bench.common import (
     synthetic_label_map,
 )
 from cell_seg import postprocess
-from cell_seg.data import labels as labels_lib
+from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
 
 
@@ -101,8 +101,8 @@ def main(argv=None):
         )
         rows.append((f"to_instances {mode}", len(ours), times))
     ws_labels = postprocess.to_instances(probs, channels, mode="watershed")[0]
-    assert labels_lib.label_map_to_rle(ws_labels) == baseline_rles(ws_labels)
-    times = compare_ms(lambda: labels_lib.label_map_to_rle(ws_labels), lambda: baseline_rles(ws_labels), args.repeat)
+    assert label_ops.label_map_to_rle(ws_labels) == baseline_rles(ws_labels)
+    times = compare_ms(lambda: label_ops.label_map_to_rle(ws_labels), lambda: baseline_rles(ws_labels), args.repeat)
     rows.append(("RLE encoding (row-major)", int(ws_labels.max()), times))
 
     print(

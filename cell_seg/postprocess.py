@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from cell_seg.data import labels as labels_lib
+from cell_seg.data import labels as label_ops
 from cell_seg.errors import ConfigError, DataError
 
 MODES = ("components", "watershed", "distance", "auto")
@@ -305,7 +305,7 @@ def _filter_and_describe(label_map, foreground, cfg, image_class=None, instance_
         pixels = np.flatnonzero(flat > 0)
         pixel_labels = flat[pixels]
 
-    areas, boxes = labels_lib.pixel_stats(pixels, pixel_labels, label_map.shape, n_kept)
+    areas, boxes = label_ops.pixel_stats(pixels, pixel_labels, label_map.shape, n_kept)
     if instance_class is None:
         names = [image_class] * n_kept
     else:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cell_seg import postprocess
-from cell_seg.data import labels as labels_lib
+from cell_seg.data import labels as label_ops
 from cell_seg.errors import ConfigError, DataError
 from cell_seg.postprocess import PostprocessConfig, to_instances
 
@@ -21,7 +21,7 @@ def random_label_map(seed, shape=(48, 64), n=25, max_radius=7):
     for k in range(1, n + 1):
         center = (int(rng.integers(0, shape[1])), int(rng.integers(0, shape[0])))
         cv2.circle(label_map, center, int(rng.integers(2, max_radius)), k, -1)
-    return labels_lib.relabel_sequential(label_map)[0]
+    return label_ops.relabel_sequential(label_map)[0]
 
 
 def exact_probs(label_map, ring=0):
@@ -487,10 +487,10 @@ def test_channel_errors():
 @pytest.mark.parametrize("table", [True, False])
 def test_label_stats_match_plain_loop(table, monkeypatch):
     if not table:
-        monkeypatch.setattr(labels_lib, "PRESENCE_TABLE_LIMIT", 0)
+        monkeypatch.setattr(label_ops, "PRESENCE_TABLE_LIMIT", 0)
     label_map = random_label_map(7, n=30)
     label_map[label_map == 5] = 0  # an id with no pixel
-    areas, boxes = labels_lib.label_stats(label_map)
+    areas, boxes = label_ops.label_stats(label_map)
     for k in range(1, label_map.max() + 1):
         rows, cols = np.nonzero(label_map == k)
         if rows.size == 0:
@@ -509,5 +509,5 @@ def test_label_map_to_rle_matches_per_instance_encoder(order):
     label_map[4, :3] = 77  # ... into the next (row-major)
     label_map[-1, -1] = 123456  # many digits
     expected = {k: rle_codec.encode_rle(label_map == k, order) for k in np.unique(label_map) if k}
-    assert labels_lib.label_map_to_rle(label_map, order) == expected
-    assert labels_lib.label_map_to_rle(np.zeros((3, 3), np.int32)) == {}
+    assert label_ops.label_map_to_rle(label_map, order) == expected
+    assert label_ops.label_map_to_rle(np.zeros((3, 3), np.int32)) == {}

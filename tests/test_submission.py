@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cell_seg import submission
-from cell_seg.data import labels as labels_lib
+from cell_seg.data import labels as label_ops
 from cell_seg.errors import DataError
 from cell_seg.metrics import coco_eval, coco_gt_from_label_maps, map_iou
 
@@ -45,7 +45,7 @@ def test_sartorius_round_trip_scores_one(tmp_path):
     assert set(decoded) == set(maps)
     for key, label_map in maps.items():
         assert map_iou(label_map, decoded[key])["map"] == 1.0
-        assert np.array_equal(decoded[key], labels_lib.relabel_sequential(label_map)[0])
+        assert np.array_equal(decoded[key], label_ops.relabel_sequential(label_map)[0])
 
 
 def test_sartorius_rows_are_row_major_one_indexed():
@@ -85,7 +85,7 @@ def test_real_sartorius_ground_truth_round_trip(tmp_path):
     for image_id in image_ids:
         annotations = frame.loc[frame["id"] == image_id, "annotation"]
         arrays = [rle_codec.rle_to_indices(a, (520, 704), "row") for a in annotations]
-        label_map, overlapping = labels_lib.paint_instances(arrays, (520, 704), order="row")
+        label_map, overlapping = label_ops.paint_instances(arrays, (520, 704), order="row")
         truths[image_id] = label_map
         rows += submission.sartorius_rows(image_id, label_map)
     path = submission.write_sartorius_csv(rows, tmp_path / "submission.csv")
@@ -118,7 +118,7 @@ def test_hubmap_round_trip(tmp_path):
     assert list(frame.columns) == ["id", "height", "width", "prediction_string"]
     decoded = submission.read_hubmap_csv(path)
     label_map, read_scores, classes = decoded["img0"]
-    assert np.array_equal(label_map, labels_lib.relabel_sequential(maps[0])[0])
+    assert np.array_equal(label_map, label_ops.relabel_sequential(maps[0])[0])
     present = np.unique(maps[0])[1:]
     assert read_scores == pytest.approx(scores[0][present - 1])
     assert (classes == 0).all()

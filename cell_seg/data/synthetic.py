@@ -32,7 +32,6 @@ import numpy as np
 from cell_seg.cli.common import run_main
 from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
-from cell_seg.data.labels import contact_pixels
 from cell_seg.files import write_image, write_json_atomic, write_text_atomic
 
 SYNTHETIC_CATEGORIES = ("blob", "neurite", "round")  # category ids 1..3, in order of name
@@ -160,7 +159,7 @@ def _render(rng, label_map, cell_type):
     offset = {"round": 10.0, "neurite": -8.0, "blob": -4.0}[cell_type]
     texture = 6.0 * _smooth_noise(rng, shape, 3)
     image = np.where(inside, image + offset + texture - rim, image + halo)
-    image -= 35.0 * contact_pixels(label_map)
+    image -= 35.0 * label_ops.contact_pixels(label_map)
     image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 0.7)
     image += rng.normal(0.0, 4.0, shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
