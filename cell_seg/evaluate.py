@@ -10,7 +10,6 @@ classes; one parameter at a time over wide grids) to maximise the mAP and writes
 `--tta` averages the 8 flips and rotations of each image (8x slower), as `predict --tta` does.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cell_seg.cli.common import run_main
 from cell_seg.files import atomic_folder, write_json_atomic
 
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -287,44 +285,7 @@ def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out
     return report
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m cell_seg.evaluate",
-        description="Score a trained model on a COCO validation set; --tune searches post-processing settings.",
-    )
-    parser.add_argument("--model", required=True, help="run directory, .keras file or exported SavedModel directory")
-    parser.add_argument("--coco", required=True, help="COCO JSON with the ground truth")
-    parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
-    parser.add_argument("--tune", action="store_true", help="tune thresholds / min areas and write postprocess.json")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="average the 8 flips/rotations of each image (8x slower; default: the model's own "
-                        "default, on for a model exported with --tta)")
-    parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "
-                        "or the current directory for a .keras file or SavedModel)")
-    args = parser.parse_args(argv)
-    from cell_seg.data.coco import validate_coco
-    from cell_seg.errors import DataError
-    from cell_seg.inference import Predictor
-    from cell_seg.files import make_folder, read_json
+if __name__ == "__main__":  # the command line lives in cell_seg.cli.evaluate
+    from cell_seg.cli.evaluate import cli
 
-    coco = validate_coco(read_json(args.coco), args.coco)  # bad ground truth fails before the model loads
-    if not coco["images"]:
-        raise DataError("no images to evaluate", file=args.coco, field="images")
-    model_path = Path(args.model)
-    out = args.out or (model_path if model_path.is_dir() and not (model_path / "saved_model.pb").exists() else ".")
-    if args.out:
-        make_folder(out)  # an --out that cannot be written fails now, not after predicting every image
-    predictor = Predictor.load(args.model)
-    report = evaluate_run(model_path, coco=coco, images=args.images, tune=args.tune,
-                          predictor=predictor, out_dir=out, tta=args.tta, source=args.coco)
-    print(f"mAP {report['summary']['map']:.3f} on {report['images']} images ({describe_best_mode(report)}); "
-          f"metrics written to {Path(out) / 'metrics.json'}")
-    return 0
-
-
-def cli():
-    run_main(main)
-
-
-if __name__ == "__main__":
     cli()

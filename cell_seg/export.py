@@ -25,16 +25,13 @@ A model trained with `data.scale` other than 1 has that "scale" in its metadata:
 take images already resized by it (and answer at that size); `Predictor` does both resizes.
 """
 
-import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from cell_seg import __version__
-from cell_seg.cli.common import run_main
 from cell_seg.errors import ModelError
 from cell_seg.preprocess import LUMINANCE_WEIGHTS, MINMAX_PERCENTILES
 
@@ -335,35 +332,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=N
     return out_dir
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m cell_seg.export",
-        description="Export a run directory or .keras file as a TensorFlow SavedModel: raw uint8/uint16 image of "
-        "any size in, probabilities out; needs only TensorFlow to load.",
-        epilog="Example:\n  python -m cell_seg.export --model runs/sartorius_unet_effb0 --out exported/sartorius\n"
-        "Load it with cell_seg.inference.Predictor.load(DIR) or tf.saved_model.load(DIR).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", required=True, help="run directory or .keras file (metadata.json beside it)")
-    parser.add_argument("--out", required=True, help="output SavedModel directory (an earlier export there is replaced)")
-    parser.add_argument("--weights-dtype", choices=WEIGHT_DTYPES, default="float32",
-                        help="how the weights are stored: float16 halves the size (computation stays float32; "
-                        "probabilities move by a few 1e-3)")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="make averaging the 8 flips/rotations the export's default for predict and evaluate "
-                        "(default: as the run; --no-tta turns it off)")
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip loading the export back and comparing it with the Keras model")
-    args = parser.parse_args(argv)
-    out = export_model(args.model, args.out, check=not args.no_check, weights_dtype=args.weights_dtype, tta=args.tta)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
-    print(f"exported {args.model} to {out} ({size:.1f} MB)", file=sys.stderr)
-    return 0
+if __name__ == "__main__":  # the command line lives in cell_seg.cli.export
+    from cell_seg.cli.export import cli
 
-
-def cli():
-    run_main(main)
-
-
-if __name__ == "__main__":
     cli()

@@ -8,20 +8,18 @@ CSV's `id` column, in that order (a Kaggle test set). `--tile 512` predicts larg
 overlapping tiles.
 
 `--model` is a run directory, a `.keras` file or an exported SavedModel directory; the model's
-tuned post-processing (`postprocess.json`, or the SavedModel's metadata) is used unless
-overridden. With a SavedModel this needs only TensorFlow, numpy, OpenCV and pandas: importing
+tuned post-processing (`postprocess.json`, or the SavedModel's metadata) and its TTA default are
+used unless overridden. The command line is `cell_seg.cli.predict`; this module holds
+`predict_folder`, which it (and the offline notebook) calls. With a SavedModel this needs only TensorFlow, numpy, OpenCV and pandas: importing
 this module imports none of segmentation-models, albumentations or pycocotools.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from cell_seg.cli.common import run_main
-from cell_seg.errors import CellSegError, DataError
-from cell_seg.inference import BLEND_MODES, DEFAULT_OVERLAP
+from cell_seg.errors import DataError
 
 FORMATS = ("sartorius", "hubmap", "coco", "labels")
 DEFAULT_OUT = {"sartorius": "submission.csv", "hubmap": "submission.csv", "coco": "predictions.json",
@@ -91,110 +89,7 @@ def _predict_images(predictor, images, out, fmt, mode, postprocess, tta, skip_ba
     return len(images) - len(skipped), n_instances, skipped
 
 
-def select_ids(images, ids_csv, folder):
-    """The images of the ids in the `id` column of `ids_csv`, in the CSV's order (duplicates once).
+if __name__ == "__main__":  # the command line lives in cell_seg.cli.predict
+    from cell_seg.cli.predict import cli
 
-    Raises DataError naming the CSV and the row of the first id without an image in `folder`.
-    """
-    from cell_seg.files import read_csv_table
-
-    frame = read_csv_table(ids_csv, ["id"])
-    selected = {}
-    for row, key in enumerate(frame["id"], start=2):  # row 1 is the header
-        key = key.strip()
-        if key not in images:
-            raise DataError(f"id {key!r} has no image in {folder}", file=ids_csv, row=row)
-        selected.setdefault(key, images[key])
-    if not selected:
-        raise DataError("the id list is empty", file=ids_csv)
-    return selected
-
-
-def check_tiling(tile, overlap, stride):
-    """Raise ConfigError naming --tile/--overlap when they cannot tile with the model's stride (before any work).
-
-    Example:
-        >>> check_tiling(500, 64, 32)
-        Traceback (most recent call last):
-        cell_seg.errors.ConfigError: --tile 500 must be a multiple of the model's stride 32 (e.g. 512)
-    """
-    from cell_seg.errors import ConfigError
-
-    if tile < stride or tile % stride:
-        suggestion = max(stride, round(tile / stride) * stride)
-        raise ConfigError(f"--tile {tile} must be a multiple of the model's stride {stride} (e.g. {suggestion})")
-    if not 0 <= overlap < tile:
-        raise ConfigError(f"--overlap must be in [0, {tile}) for --tile {tile}, not {overlap}")
-    if (tile - overlap) // stride * stride < stride:
-        raise ConfigError(f"--tile {tile} with --overlap {overlap} leaves no step of the model's stride {stride}; "
-                          "use a larger tile or a smaller overlap")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m cell_seg.predict",
-        description="Predict cell instances for every PNG/TIFF/JPEG in a folder and write a submission.",
-    )
-    parser.add_argument("--model", required=True, help="run directory, .keras file or exported SavedModel directory")
-    parser.add_argument("--images", required=True, help="folder of images (also DIR/<id>/images/<id>.png); id = file stem")
-    parser.add_argument("--ids", help="CSV with an 'id' column (e.g. sample_submission.csv): predict exactly those "
-                        "images, in that order")
-    parser.add_argument("--out", help="CSV (sartorius, hubmap), JSON (coco) or folder (labels); default "
-                        + ", ".join(f"{v} ({k})" for k, v in DEFAULT_OUT.items() if k != "hubmap"))
-    parser.add_argument("--format", default="labels", choices=FORMATS,
-                        help="output format (default labels: 16-bit label PNGs with outline overlays)")
-    parser.add_argument("--mode", choices=("components", "watershed", "distance"),
-                        help="override the post-processing mode (default: the model's)")
-    parser.add_argument("--postprocess", help="JSON file of post-processing settings that override the model's "
-                        "(default: the model's tuned ones)")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="average the 8 flips/rotations (8x slower); default: the model's own default "
-                        "(on for a model exported with --tta; --no-tta turns it off)")
-    parser.add_argument("--tile", type=int, help="predict images larger than this in overlapping tiles of this size "
-                        "(a multiple of the model's stride, e.g. 512); default: whole images")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"least overlap of neighbouring tiles (default {DEFAULT_OVERLAP})")
-    parser.add_argument("--blend", choices=BLEND_MODES, default=BLEND_MODES[0],
-                        help="join tiles by keeping each tile's centre (default) or by a linear-weighted "
-                        "average over the overlaps")
-    parser.add_argument("--no-overlays", action="store_true", help="with --format labels: no outline overlays")
-    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (reported) instead of stopping")
-    args = parser.parse_args(argv)
-
-    from cell_seg.inference import Predictor
-    from cell_seg.files import list_images, read_json
-
-    images = list_images(args.images)
-    if not images:
-        raise DataError("no PNG/TIFF/JPEG images found", file=args.images)
-    if args.ids:
-        images = select_ids(images, args.ids, args.images)
-    out = args.out or DEFAULT_OUT[args.format]
-    postprocess = read_json(args.postprocess) if args.postprocess else None
-    if postprocess is not None and not isinstance(postprocess, dict):
-        raise DataError("post-processing settings must be a JSON object", file=args.postprocess)
-    predictor = Predictor.load(args.model)
-    if postprocess is not None:
-        try:
-            postprocess = predictor.postprocess.replace(**postprocess)
-        except CellSegError as error:
-            raise DataError(str(error), file=args.postprocess) from None
-    if args.tile is not None:
-        check_tiling(args.tile, args.overlap, predictor.stride)
-    n_images, n_instances, skipped = predict_folder(
-        predictor, images, out, args.format, mode=args.mode, postprocess=postprocess, tta=args.tta,
-        skip_bad=args.skip_bad, overlays=not args.no_overlays, tile=args.tile, overlap=args.overlap,
-        blend=args.blend,
-    )
-    for key, reason in skipped:
-        print(f"skipped {key}: {reason}", file=sys.stderr)
-    print(f"wrote {out}: {n_images} images, {n_instances} instances, {len(skipped)} skipped", file=sys.stderr)
-    return 0
-
-
-def cli():
-    run_main(main)
-
-
-if __name__ == "__main__":
     cli()

@@ -34,7 +34,7 @@ JAX_SCRIPT = textwrap.dedent("""
         sys.exit("tensorflow was importable")
     import keras
     assert keras.backend.backend() == "jax", keras.backend.backend()
-    from cell_seg.train import main
+    from cell_seg.cli.train import main
     main(json.loads(sys.argv[1]))
     from cell_seg.inference import Predictor
     import cv2

@@ -159,7 +159,7 @@ def test_a_full_disk_names_the_out_file(tmp_path, images, monkeypatch, capsys):
 
 @pytest.mark.parametrize("fmt", ["labels", "coco", "sartorius"])
 def test_predict_names_an_unwritable_out(images, blocked, stand_in, fmt, capsys):
-    from cell_seg import predict
+    from cell_seg.cli import predict
 
     out = blocked / ("predictions" if fmt == "labels" else "out.file")
     code, _, err = run_cli(predict.main, ["--model", "m", "--images", images, "--out", out, "--format", fmt], capsys)
@@ -167,7 +167,7 @@ def test_predict_names_an_unwritable_out(images, blocked, stand_in, fmt, capsys)
 
 
 def test_evaluate_export_and_train_name_an_unwritable_out(coco_file, images, blocked, stand_in, capsys):
-    from cell_seg import evaluate, export, train
+    from cell_seg.cli import evaluate, export, train
 
     code, _, err = run_cli(evaluate.main, ["--model", "m", "--coco", coco_file, "--images", images,
                                            "--out", blocked / "eval"], capsys)
@@ -210,7 +210,7 @@ def test_cli_subprocess_exit_code_and_no_traceback(tmp_path, images, blocked):
 
 
 def test_predict_labels_leaves_nothing_when_an_image_is_bad(tmp_path, images, stand_in, capsys):
-    from cell_seg import predict
+    from cell_seg.cli import predict
 
     (images / "b.png").write_bytes(b"not a png")  # the second of three
     out = tmp_path / "predictions"
@@ -262,7 +262,7 @@ def test_header_only_csv_and_empty_jsonl_are_errors_unless_allowed(tmp_path, ima
 
 
 def test_empty_coco_is_an_error_for_split_and_evaluate(tmp_path, images, stand_in, capsys):
-    from cell_seg import evaluate
+    from cell_seg.cli import evaluate
 
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
@@ -303,7 +303,7 @@ KINDS = ["unknown image id", "no segmentation", "unknown category", "no file_nam
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_coco_reader_rejects_the_same_faults(tmp_path, images, stand_in, kind, capsys):
-    from cell_seg import evaluate
+    from cell_seg.cli import evaluate
     from cell_seg.config import load_config
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.train import resolve_data
@@ -399,7 +399,7 @@ def test_keras_progress_is_one_line_per_epoch_off_a_terminal():
 
 def test_validation_line_gives_the_image_count_and_a_tie_is_said(tmp_path, capsys):
     from cell_seg.evaluate import describe_best_mode, print_report
-    from cell_seg.train import print_validation
+    from cell_seg.cli.train import print_validation
 
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"summary": {"map": 0.18}, "images": 4}))
@@ -440,7 +440,7 @@ def _finished_run(run_dir, epochs=2, metrics=True, backup=False):
 
 
 def test_resume_on_a_finished_run_leaves_its_metrics(tmp_path, monkeypatch, capsys):
-    from cell_seg import train
+    from cell_seg.cli import train
 
     run_dir = _finished_run(tmp_path / "run")
     before = (run_dir / "metrics.json").read_text()
@@ -453,7 +453,7 @@ def test_resume_on_a_finished_run_leaves_its_metrics(tmp_path, monkeypatch, caps
 
 def test_resume_says_what_it_does(tmp_path, capsys):
     from cell_seg.config import load_config
-    from cell_seg.train import resume_plan
+    from cell_seg.cli.train import resume_plan
 
     interrupted = _finished_run(tmp_path / "interrupted", backup=True, metrics=False)
     assert resume_plan(load_config(None, ["train.epochs=5"]), interrupted)
@@ -467,7 +467,7 @@ def test_resume_says_what_it_does(tmp_path, capsys):
 
 
 def test_ctrl_c_prints_how_to_resume(tmp_path, monkeypatch, capsys):
-    from cell_seg import train
+    from cell_seg.cli import train
 
     run_dir = tmp_path / "runs" / "demo"
 
@@ -506,7 +506,7 @@ def test_a_keras_file_that_is_not_a_zip_is_named(tmp_path):
 
 
 def test_tile_is_checked_before_any_work(tmp_path, images, stand_in, monkeypatch, capsys):
-    from cell_seg import predict
+    from cell_seg.cli import predict
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(predict, "predict_folder", lambda *a, **k: pytest.fail("work started before --tile was checked"))
@@ -522,7 +522,7 @@ def test_predictions_folder_is_git_ignored():
 
 
 def test_help_config_shows_what_a_bare_train_uses(capsys):
-    from cell_seg import train
+    from cell_seg.cli import train
 
     assert train.main(["--help-config"]) == 0
     out = capsys.readouterr().out
@@ -532,7 +532,7 @@ def test_help_config_shows_what_a_bare_train_uses(capsys):
 
 
 def test_overrides_may_follow_options():
-    from cell_seg.train import parse_args
+    from cell_seg.cli.train import parse_args
 
     args = parse_args(["train.epochs=3", "--no-eval", "model.filters=8", "--out", "runs/x", "train.seed=1"])
     assert args.overrides == ["train.epochs=3", "model.filters=8", "train.seed=1"]

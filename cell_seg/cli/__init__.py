@@ -2,10 +2,11 @@
 
 * `cell_seg.cli.common`: `run_main` (one-line errors, exit code 2), quiet TensorFlow start-up;
   its names are re-exported here.
-* `cell_seg.cli.convert`, `cell_seg.cli.split`, `cell_seg.cli.viz`: parsers and `main()` of
-  `python -m cell_seg.convert`, `cell_seg.split` and `cell_seg.viz` (those modules only start them;
-  the converters, splits and figures live in `cell_seg.data.convert`, `cell_seg.data.split`,
-  `cell_seg.overlays`, `cell_seg.plots` and `cell_seg.explore`).
+* one module per command, with its parser and `main()`: `cell_seg.cli.convert`, `split`, `train`,
+  `evaluate`, `predict`, `export`, `viz`. `python -m cell_seg.<command>` starts them; the work
+  they call lives in the library modules (`cell_seg.data.convert`, `cell_seg.data.split`,
+  `cell_seg.train.run`, `cell_seg.evaluate.evaluate_run`, `cell_seg.predict.predict_folder`,
+  `cell_seg.export.export_model`, `cell_seg.overlays` / `plots` / `explore`).
 
 Importing any of them sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (see `common`).
 """
