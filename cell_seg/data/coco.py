@@ -230,6 +230,82 @@ def _segmentation_problem(segmentation):
     return f"must be an RLE object or a list of polygons, not {type(segmentation).__name__}"
 
 
+def _top_level_lists(coco, source):
+    """The categories list (empty when absent), after checking `images` and `annotations` are lists."""
+    if not isinstance(coco, dict):
+        raise DataError(f"a COCO file must hold a JSON object, not {type(coco).__name__}", file=source)
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise DataError("missing or not a list", file=source, field=key)
+    categories = coco.get("categories")
+    if categories is None:
+        categories = []
+    if not isinstance(categories, list):
+        raise DataError("not a list", file=source, field="categories")
+    return categories
+
+
+def _category_ids(categories, source):
+    """Set of category ids; DataError for a category without an id or a repeated id."""
+    category_ids = set()
+    for position, category in enumerate(categories):
+        where = f"categories[{position}]"
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            raise DataError(f"{where} must be an object with an integer 'id'", file=source, field="categories")
+        if category["id"] in category_ids:
+            raise DataError(f"duplicate category id {category['id']!r}", file=source, field="categories")
+        category_ids.add(category["id"])
+    return category_ids
+
+
+def _image_ids(images, source):
+    """Set of image ids; DataError for a repeated id, a missing file_name or a bad class or size."""
+    image_ids = set()
+    for position, image in enumerate(images):
+        where = f"images[{position}]"
+        if not isinstance(image, dict):
+            raise DataError(f"{where} must be an object, not {type(image).__name__}", file=source, field="images")
+        if not _is_id(image.get("id")):
+            raise DataError(f"{where} has no integer 'id' (got {image.get('id')!r})"[:200], file=source, field="id")
+        if image["id"] in image_ids:
+            raise DataError(f"duplicate image id {image['id']!r}", file=source, field="images")
+        image_ids.add(image["id"])
+        name = image.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"image id {image['id']!r} has no file_name", file=source, field="file_name")
+        image_class = image.get("image_class")
+        if image_class is not None and not isinstance(image_class, (str, int)):
+            raise DataError(f"image id {image['id']!r}: image_class must be a string, not {type(image_class).__name__}",
+                            file=source, field="image_class")
+        for key in ("height", "width"):
+            if key in image and image[key] is not None and not (_is_count(image[key]) and image[key] > 0):
+                raise DataError(f"image id {image['id']!r}: {key} must be a positive integer, not {image[key]!r}"[:200],
+                                file=source, field=key)
+    return image_ids
+
+
+def _check_annotation(position, annotation, image_ids, category_ids, source):
+    """DataError unless the annotation names a known image and category and has a segmentation."""
+    if not isinstance(annotation, dict):
+        raise DataError(f"annotations[{position}] must be an object, not {type(annotation).__name__}",
+                        file=source, field="annotations")
+    ann_id = annotation.get("id")
+    name = f"annotation id {ann_id!r}" if _is_id(ann_id) else f"annotations[{position}]"
+    if "image_id" not in annotation:
+        raise DataError(f"{name} has no image_id", file=source, field="image_id")
+    image_id = annotation["image_id"]
+    if not _is_id(image_id) or image_id not in image_ids:
+        raise DataError(f"{name} refers to unknown image id {image_id!r}"[:200], file=source, field="image_id")
+    category_id = annotation.get("category_id")
+    if not _is_id(category_id) or category_id not in category_ids:
+        raise DataError(f"{name} has unknown category id {category_id!r}"[:200], file=source, field="category_id")
+    if "segmentation" not in annotation:
+        raise DataError(f"{name} has no segmentation", file=source, field="segmentation")
+    problem = _segmentation_problem(annotation["segmentation"])
+    if problem:
+        raise DataError(f"{name}: segmentation {problem}", file=source, field="segmentation")
+
+
 def validate_coco(coco, source):
     """Check the structure of a COCO instance-segmentation dict; every reader runs this first.
 
@@ -257,67 +333,11 @@ def validate_coco(coco, source):
         cell_seg.errors.DataError: val.json, field image_id: annotation id 7 refers to unknown image id 2
     """
     source = str(source)
-    if not isinstance(coco, dict):
-        raise DataError(f"a COCO file must hold a JSON object, not {type(coco).__name__}", file=source)
-    for key in ("images", "annotations"):
-        if not isinstance(coco.get(key), list):
-            raise DataError("missing or not a list", file=source, field=key)
-    categories = coco.get("categories")
-    if categories is None:
-        categories = []
-    if not isinstance(categories, list):
-        raise DataError("not a list", file=source, field="categories")
-
-    category_ids = set()
-    for position, category in enumerate(categories):
-        where = f"categories[{position}]"
-        if not isinstance(category, dict) or not _is_id(category.get("id")):
-            raise DataError(f"{where} must be an object with an integer 'id'", file=source, field="categories")
-        if category["id"] in category_ids:
-            raise DataError(f"duplicate category id {category['id']!r}", file=source, field="categories")
-        category_ids.add(category["id"])
-
-    image_ids = set()
-    for position, image in enumerate(coco["images"]):
-        where = f"images[{position}]"
-        if not isinstance(image, dict):
-            raise DataError(f"{where} must be an object, not {type(image).__name__}", file=source, field="images")
-        if not _is_id(image.get("id")):
-            raise DataError(f"{where} has no integer 'id' (got {image.get('id')!r})"[:200], file=source, field="id")
-        if image["id"] in image_ids:
-            raise DataError(f"duplicate image id {image['id']!r}", file=source, field="images")
-        image_ids.add(image["id"])
-        name = image.get("file_name")
-        if not isinstance(name, str) or not name.strip():
-            raise DataError(f"image id {image['id']!r} has no file_name", file=source, field="file_name")
-        image_class = image.get("image_class")
-        if image_class is not None and not isinstance(image_class, (str, int)):
-            raise DataError(f"image id {image['id']!r}: image_class must be a string, not {type(image_class).__name__}",
-                            file=source, field="image_class")
-        for key in ("height", "width"):
-            if key in image and image[key] is not None and not (_is_count(image[key]) and image[key] > 0):
-                raise DataError(f"image id {image['id']!r}: {key} must be a positive integer, not {image[key]!r}"[:200],
-                                file=source, field=key)
-
+    categories = _top_level_lists(coco, source)
+    category_ids = _category_ids(categories, source)
+    image_ids = _image_ids(coco["images"], source)
     for position, annotation in enumerate(coco["annotations"]):
-        if not isinstance(annotation, dict):
-            raise DataError(f"annotations[{position}] must be an object, not {type(annotation).__name__}",
-                            file=source, field="annotations")
-        ann_id = annotation.get("id")
-        name = f"annotation id {ann_id!r}" if _is_id(ann_id) else f"annotations[{position}]"
-        if "image_id" not in annotation:
-            raise DataError(f"{name} has no image_id", file=source, field="image_id")
-        image_id = annotation["image_id"]
-        if not _is_id(image_id) or image_id not in image_ids:
-            raise DataError(f"{name} refers to unknown image id {image_id!r}"[:200], file=source, field="image_id")
-        category_id = annotation.get("category_id")
-        if not _is_id(category_id) or category_id not in category_ids:
-            raise DataError(f"{name} has unknown category id {category_id!r}"[:200], file=source, field="category_id")
-        if "segmentation" not in annotation:
-            raise DataError(f"{name} has no segmentation", file=source, field="segmentation")
-        problem = _segmentation_problem(annotation["segmentation"])
-        if problem:
-            raise DataError(f"{name}: segmentation {problem}", file=source, field="segmentation")
+        _check_annotation(position, annotation, image_ids, category_ids, source)
     return coco
 
 
