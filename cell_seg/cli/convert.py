@@ -35,7 +35,15 @@ def build_parser():
         epilog="Bad input stops with one line naming the file and row; --skip-bad skips and lists it instead.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _output_options()
+    for add_command in (_add_kaggle, _add_masks, _add_labels, _add_polygons, _add_csv_rle):
+        add_command(commands, common)
+    _add_stats(commands)
+    return parser
 
+
+def _output_options():
+    """Parent parser with the output options every converter takes."""
     common = argparse.ArgumentParser(add_help=False)
     output = common.add_argument_group("output")
     output.add_argument("--out", required=True, help="COCO JSON file to write (atomically)")
@@ -48,7 +56,10 @@ def build_parser():
         "--allow-empty", action="store_true",
         help="write the file even when the input holds no image (a warning instead of an error)",
     )
+    return common
 
+
+def _add_kaggle(commands, common):
     kaggle = commands.add_parser(
         "kaggle", parents=[common], help="Sartorius train.csv (id, annotation, width, height, cell_type)",
         description="Kaggle Sartorius train.csv: row-major RLE, one category per cell_type.",
@@ -56,6 +67,8 @@ def build_parser():
     kaggle.add_argument("--csv", required=True, help="train.csv")
     kaggle.add_argument("--images", required=True, help="folder of <id>.png images")
 
+
+def _add_masks(commands, common):
     masks = commands.add_parser(
         "masks", parents=[common], help="DSB2018 folders <root>/<id>/{images,masks}/*.png",
         description="DSB2018 layout: <root>/<id>/images/<id>.png and one mask PNG per instance in <root>/<id>/masks/.",
@@ -63,6 +76,8 @@ def build_parser():
     masks.add_argument("--root", required=True, help="folder with one sub-folder per image (e.g. stage1_train)")
     masks.add_argument("--category", default="nucleus", help="category name (default: nucleus)")
 
+
+def _add_labels(commands, common):
     labels = commands.add_parser(
         "labels", parents=[common], help="instance label images (0 = background)",
         description="Instance label images (16-bit PNG or TIFF; 0 = background, k = instance k).",
@@ -75,6 +90,8 @@ def build_parser():
     )
     labels.add_argument("--category", default="cell", help="category name (default: cell)")
 
+
+def _add_polygons(commands, common):
     polygons = commands.add_parser(
         "polygons", parents=[common], help="HuBMAP polygons.jsonl",
         description="HuBMAP polygons.jsonl: {id, annotations: [{type, coordinates}]} per line; categories from type.",
@@ -82,6 +99,8 @@ def build_parser():
     polygons.add_argument("--jsonl", required=True, help="polygons.jsonl")
     polygons.add_argument("--images", required=True, help="folder of <id>.tif/.png images")
 
+
+def _add_csv_rle(commands, common):
     csv_rle = commands.add_parser(
         "csv-rle", parents=[common], help="any RLE CSV, configurable columns and pixel order",
         description="Generic run-length CSV, one row per instance (e.g. DSB2018 stage1_solution.csv).",
@@ -103,12 +122,13 @@ def build_parser():
     csv_rle.add_argument("--category", default="cell", help="category name without --class-col (default: cell)")
     csv_rle.add_argument("--keep-cols", default="", help="comma-separated columns kept as per-image fields")
 
+
+def _add_stats(commands):
     stats = commands.add_parser(
         "stats", help="summarise an existing COCO JSON",
         description="Print images, instances per class, empty images and overlapping pixels of a COCO JSON.",
     )
     stats.add_argument("--coco", required=True, help="COCO JSON file")
-    return parser
 
 
 def main(argv=None):
