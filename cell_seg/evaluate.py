@@ -28,18 +28,23 @@ MIN_SEED_AREAS = (0, 5, 10, 20, 40)
 TUNE_START = {"fg_threshold": 0.5, "border_threshold": 0.5, "distance_threshold": 0.3, "min_seed_area": 0,
               "min_area": 25}
 TUNE_ROUNDS = 4
+#: The image field that keeps images of one source together in cross-tuning folds (DSB2018: kind x
+#: size x brightness band, `cell_seg.data.split.source_groups`); images without it are their own group.
+GROUP_FIELD = "source"
 
 
-def predict_dataset(predictor, dataset, desc="predicting", tta=False):
-    """Run the model on every image: list of dicts with key, class, probs (float16), truth label map."""
+def predict_dataset(predictor, dataset, desc="predicting", tta=False, group_field=GROUP_FIELD):
+    """Run the model on every image: list of dicts with key, class, group (the image's `group_field`,
+    else its key), probs (float16), truth label map."""
     results = []
     for image_id in tqdm(dataset.image_ids, desc=desc, unit="img", file=sys.stderr):
         image = dataset.load_image(image_id)
         truth, _ = dataset.load_labels(image_id)
         probs = predictor.predict_probs(image, tta=tta)
-        results.append(
-            {"key": dataset.key(image_id), "class": dataset.image_class(image_id), "probs": probs.astype(np.float16), "truth": truth}
-        )
+        key = dataset.key(image_id)
+        group = dataset.image_info(image_id).get(group_field)
+        results.append({"key": key, "class": dataset.image_class(image_id), "group": key if group is None else str(group),
+                        "probs": probs.astype(np.float16), "truth": truth})
     return results
 
 
@@ -61,7 +66,7 @@ def score_predictions(records, channels, config, full=False):
     result = metrics.map_iou(truths, preds, classes=classes if any(c is not None for c in classes) else None)
     if not full:
         return float(result["map"])
-    out = {"map": float(result["map"])}
+    out = {"map": float(result["map"]), "per_image": [float(v) for v in result["per_image"]]}
     out["per_class"] = {str(k): float(v) for k, v in (result.get("per_class") or {}).items()}
     out["ap_iou_0.6"] = float(metrics.ap_at_iou(truths, preds, scores, iou_threshold=0.6))
     out["foreground_iou"] = float(metrics.foreground_iou(truths, preds))
@@ -223,6 +228,45 @@ def evaluate_records(records, channels, postprocess=None, tune=False, modes=None
     return report, chosen[best_mode]
 
 
+def cross_tuned_scores(records, channels, postprocess=None, modes=None, folds=2):
+    """Scores whose post-processing was tuned on other images: an honest figure beside the tuned one.
+
+    The records are split into `folds` parts, whole groups (`record["group"]`, e.g. the image
+    source) together and every class spread over the parts; each part is scored with the settings
+    tuned on the other parts, and the per-image scores are pooled.
+
+    Returns:
+        {mode: {"map", "per_class", "images", "folds"}}.
+    """
+    from cell_seg.postprocess import PostprocessConfig
+
+    base = postprocess if postprocess is not None else PostprocessConfig()
+    groups = sorted({(str(r["class"]), r["group"]) for r in records})
+    fold_of, per_class_count = {}, {}
+    for name, group in groups:  # round-robin within each class: every fold gets some of each kind
+        count = per_class_count.get(name, 0)
+        fold_of[(name, group)] = count % folds
+        per_class_count[name] = count + 1
+    parts = [[r for r in records if fold_of[(str(r["class"]), r["group"])] == k] for k in range(folds)]
+    out = {}
+    for mode in modes or available_modes(channels):
+        scores, classes = [], []
+        for k, part in enumerate(parts):
+            rest = [r for j, other in enumerate(parts) if j != k for r in other]
+            if not part or not rest:
+                continue
+            tuned, _, _ = tune_postprocess(rest, channels, mode, base=base)
+            scores += score_predictions(part, channels, tuned, full=True)["per_image"]
+            classes += [r["class"] for r in part]
+        per_class = {}
+        for name in sorted({str(c) for c in classes if c is not None}):
+            values = [v for v, c in zip(scores, classes) if str(c) == name]
+            per_class[name] = float(np.mean(values))
+        out[mode] = {"map": float(np.mean(scores)) if scores else float("nan"), "per_class": per_class,
+                     "images": len(scores), "folds": folds}
+    return out
+
+
 def print_report(report, file=None):
     """A small terminal table on `file` (default stderr): mAP per mode and class, and the tuned settings."""
     file = sys.stderr if file is None else file
@@ -235,6 +279,10 @@ def print_report(report, file=None):
         for row in tuned["table"]:
             settings = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("class", "map", "images"))
             print(f"  tuned {mode} [{row['class']}, {row['images']} images]: {settings} -> mAP {row['map']:.3f}", file=file)
+    for mode, metrics in report.get("cross_tuned", {}).items():
+        per_class = ", ".join(f"{k} {v:.3f}" for k, v in metrics["per_class"].items())
+        print(f"{mode:>10}: mAP {metrics['map']:.3f} ({per_class}) with settings tuned on other images "
+              f"({metrics['folds']} folds by source)", file=file)
     print(f"best mode: {describe_best_mode(report)}", file=file)
 
 
@@ -254,12 +302,14 @@ def describe_best_mode(report):
     return f"{best} (a tie with {', '.join(tied)} at mAP {score:.3f})"
 
 
-def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=None, source=None):
+def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=None, source=None,
+                 cross_tune=False):
     """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json.
 
     The model is loaded from `run_dir` (its best checkpoint and metadata) unless `predictor` is given.
     `tta` averages the 8 flips and rotations of every image before post-processing (default: the
-    model's own default, `Predictor.tta`). `source` is the
+    model's own default, `Predictor.tta`). `cross_tune` adds "cross_tuned" to the report: every mode
+    scored with settings tuned on other images (`cross_tuned_scores`). `source` is the
     file `coco` was read from, named in errors.
     """
     from cell_seg.data.dataset import CocoDataset
@@ -273,6 +323,8 @@ def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out
     tta = predictor.tta if tta is None else bool(tta)
     records = predict_dataset(predictor, dataset, desc="predicting (8 flips/rotations)" if tta else "predicting", tta=tta)
     report, settings = evaluate_records(records, predictor.channels, predictor.postprocess, tune=tune)
+    if cross_tune:
+        report["cross_tuned"] = cross_tuned_scores(records, predictor.channels, predictor.postprocess)
     report["images"] = len(records)
     report["seconds"] = round(time.time() - started, 1)
     report["model"] = predictor.source

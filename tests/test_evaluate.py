@@ -114,3 +114,36 @@ def test_a_model_with_a_distance_channel_is_scored_and_tuned_in_the_distance_mod
     assert tuned["distance_threshold"] in evaluate.DISTANCE_THRESHOLDS and "min_seed_area" in tuned
     assert report["modes"]["distance"]["map"] > report["modes"]["components"]["map"]
     assert settings.mode == report["best_mode"]
+
+
+def test_cross_tuning_scores_each_half_with_settings_tuned_on_the_other(monkeypatch):
+    """Whole groups stay in one fold (3 groups of a class: 2 in the first, 1 in the second), every class
+    is in both, and no image is scored with settings
+    tuned on itself."""
+    import numpy as np
+
+    from cell_seg import evaluate
+    from cell_seg.postprocess import PostprocessConfig
+
+    records = [{"key": f"{kind}{group}{i}", "class": kind, "group": f"{kind}{group}", "truth": None, "probs": None}
+               for kind in ("fluo", "tissue") for group in range(3) for i in range(2)]
+    tuned_on = []
+
+    def fake_tune(rest, channels, mode, base=None):
+        tuned_on.append({r["key"] for r in rest})
+        return base.replace(mode=mode, min_area=len(tuned_on)), 0.0, []
+
+    def fake_score(part, channels, config, full=False):
+        assert not {r["key"] for r in part} & tuned_on[-1]  # never scored with its own tuning
+        return {"per_image": [float(config.min_area)] * len(part)}
+
+    monkeypatch.setattr(evaluate, "tune_postprocess", fake_tune)
+    monkeypatch.setattr(evaluate, "score_predictions", fake_score)
+    out = evaluate.cross_tuned_scores(records, ["foreground"], PostprocessConfig(), modes=["components"])
+    assert out["components"]["images"] == len(records) and out["components"]["folds"] == 2
+    assert len(tuned_on) == 2 and tuned_on[0].isdisjoint(tuned_on[1])
+    for keys in tuned_on:
+        groups = {key[:-1] for key in keys}
+        assert {key for key in (r["key"] for r in records) if key[:-1] in groups} == keys  # whole groups
+        assert {g.rstrip("0123456789") for g in groups} == {"fluo", "tissue"}
+    assert np.isclose(out["components"]["map"], (8 * 1 + 4 * 2) / 12) and set(out["components"]["per_class"]) == {"fluo", "tissue"}

@@ -19,6 +19,9 @@ def main(argv=None):
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="average the 8 flips/rotations of each image (8x slower; default: the model's own "
                         "default, on for a model exported with --tta)")
+    parser.add_argument("--cross-tune", action="store_true",
+                        help="also score every mode with settings tuned on the other half of the images (halves "
+                        "keep each image 'source' together): a figure not tuned on the images it scores")
     parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "
                         "or the current directory for a .keras file or SavedModel)")
     args = parser.parse_args(argv)
@@ -36,7 +39,8 @@ def main(argv=None):
         make_folder(out)  # an --out that cannot be written fails now, not after predicting every image
     predictor = Predictor.load(args.model)
     report = evaluate_run(model_path, coco=coco, images=args.images, tune=args.tune,
-                          predictor=predictor, out_dir=out, tta=args.tta, source=args.coco)
+                          predictor=predictor, out_dir=out, tta=args.tta, source=args.coco,
+                          cross_tune=args.cross_tune)
     print(f"mAP {report['summary']['map']:.3f} on {report['images']} images ({describe_best_mode(report)}); "
           f"metrics written to {Path(out) / 'metrics.json'}")
     return 0
