@@ -180,6 +180,11 @@ def mutate_json_value(value, rng, depth=0):
     return value
 
 
+def mutate_again(mutate, value, rng, chance):
+    """`mutate(value, rng)` with probability `chance`, else `value`: faults stack up sometimes."""
+    return mutate(value, rng) if rng.random() < chance else value
+
+
 def write_bytes_mutated(path, data, rng):
     """Truncated, spliced or junk bytes of a valid file."""
     kind = rng.randrange(3)
@@ -224,10 +229,7 @@ def test_fuzz_every_reader(fixture_dir, tmp_path):
     base = kaggle_text()
     for case in range(CASES["kaggle_csv"]):
         path = tmp_path / f"kaggle{case}.csv"
-        text = mutate_text(base, rng)
-        if rng.random() < 0.3:
-            text = mutate_text(text, rng)
-        write_text_mutated(path, text, rng)
+        write_text_mutated(path, mutate_again(mutate_text, mutate_text(base, rng), rng, 0.3), rng)
         run_case(counter, convert.convert_kaggle, path, images, skip_bad=rng.random() < 0.3, progress=False)
 
     generic = base.replace("id,annotation,width,height", "ImageId,EncodedPixels,Width,Height")
@@ -248,13 +250,8 @@ def test_fuzz_every_reader(fixture_dir, tmp_path):
     base_coco = coco_dict()
     for case in range(CASES["coco_json"]):
         path = tmp_path / f"coco{case}.json"
-        mutated = mutate_json_value(base_coco, rng)
-        if rng.random() < 0.5:
-            mutated = mutate_json_value(mutated, rng)
-        text = json.dumps(mutated)
-        if rng.random() < 0.15:
-            text = mutate_text(text, rng)
-        write_text_mutated(path, text, rng)
+        mutated = mutate_again(mutate_json_value, mutate_json_value(base_coco, rng), rng, 0.5)
+        write_text_mutated(path, mutate_again(mutate_text, json.dumps(mutated), rng, 0.15), rng)
 
         def read_coco(path=path):
             dataset = CocoDataset(path, images)
@@ -271,11 +268,9 @@ def test_fuzz_every_reader(fixture_dir, tmp_path):
     lines = polygons_lines()
     for case in range(CASES["polygons_jsonl"]):
         path = tmp_path / f"polygons{case}.jsonl"
-        chosen = [mutate_json_value(line, rng) if rng.random() < 0.6 else line for line in lines]
+        chosen = [mutate_again(mutate_json_value, line, rng, 0.6) for line in lines]
         text = "\n".join(json.dumps(line) for line in chosen) + "\n"
-        if rng.random() < 0.3:
-            text = mutate_text(text, rng)
-        write_text_mutated(path, text, rng)
+        write_text_mutated(path, mutate_again(mutate_text, text, rng, 0.3), rng)
         run_case(counter, convert.convert_polygons, path, images, skip_bad=rng.random() < 0.3, progress=False)
 
     valid_png = (fixture_dir / "labels" / "a.png").read_bytes()
