@@ -275,30 +275,33 @@ def test_empty_coco_is_an_error_for_split_and_evaluate(tmp_path, images, stand_i
 # --- 4. one COCO validation for every reader -------------------------------------------------------------
 
 
+_REMOVE = object()  # as the new value: delete the key
+
+# kind: ((section, index, key or None for the whole entry, new value), (place, field) the error must name)
+FAULTS = {
+    "unknown image id": (("annotations", 1, "image_id", 99), ("annotation id 12", "image_id")),
+    "no segmentation": (("annotations", 1, "segmentation", _REMOVE), ("annotation id 12", "segmentation")),
+    "unknown category": (("annotations", 1, "category_id", 7), ("annotation id 12", "category_id")),
+    "no file_name": (("images", 2, "file_name", _REMOVE), ("image id 3", "file_name")),
+    "null annotation": (("annotations", 1, None, None), ("annotations[1]", "annotations")),
+    "no image_id": (("annotations", 1, "image_id", _REMOVE), ("annotation id 12", "image_id")),
+}
+
+
 def _broken(kind):
+    """tiny_coco() with the fault `kind`, and the (place, field) its error must name."""
+    (section, index, key, value), expected = FAULTS[kind]
     coco = tiny_coco()
-    if kind == "unknown image id":
-        coco["annotations"][1]["image_id"] = 99
-        return coco, ("annotation id 12", "image_id")
-    if kind == "no segmentation":
-        del coco["annotations"][1]["segmentation"]
-        return coco, ("annotation id 12", "segmentation")
-    if kind == "unknown category":
-        coco["annotations"][1]["category_id"] = 7
-        return coco, ("annotation id 12", "category_id")
-    if kind == "no file_name":
-        del coco["images"][2]["file_name"]
-        return coco, ("image id 3", "file_name")
-    if kind == "null annotation":
-        coco["annotations"][1] = None
-        return coco, ("annotations[1]", "annotations")
-    if kind == "no image_id":
-        del coco["annotations"][1]["image_id"]
-        return coco, ("annotation id 12", "image_id")
-    raise AssertionError(kind)
+    if key is None:
+        coco[section][index] = value
+    elif value is _REMOVE:
+        del coco[section][index][key]
+    else:
+        coco[section][index][key] = value
+    return coco, expected
 
 
-KINDS = ["unknown image id", "no segmentation", "unknown category", "no file_name", "null annotation", "no image_id"]
+KINDS = list(FAULTS)
 
 
 @pytest.mark.parametrize("kind", KINDS)
