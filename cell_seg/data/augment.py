@@ -45,6 +45,7 @@ import threading
 import cv2
 import numpy as np
 
+from cell_seg.data.workers import ThreadStateNotPickled
 from cell_seg.errors import ConfigError
 
 _FLIPS = [
@@ -167,12 +168,14 @@ def resolve_spec(spec):
     raise ConfigError(f"augmentation must be a preset name or a list of transforms, got {type(spec).__name__}")
 
 
-class Augmentation:
+class Augmentation(ThreadStateNotPickled):
     """Callable `(image, label_map, seed=None) -> (image, label_map)` around an albumentations Compose.
 
     Build it with `build_augmentation`. Thread-safe: each thread uses its own copy of the
     pipeline when calls are seeded.
     """
+
+    _THREAD_STATE = {"_local": threading.local}
 
     def __init__(self, transforms, seed=None):
         A = _albumentations()
@@ -181,15 +184,6 @@ class Augmentation:
         self.compose = A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST) if transforms else None
         if self.compose is not None:
             self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
-        self._local = threading.local()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        del state["_local"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
         self._local = threading.local()
 
     def __bool__(self):

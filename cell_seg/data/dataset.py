@@ -23,11 +23,12 @@ import numpy as np
 from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
 from cell_seg.data.coco import validate_coco
+from cell_seg.data.workers import ThreadStateNotPickled
 from cell_seg.errors import DataError
 from cell_seg.files import read_image, read_json
 
 
-class CocoDataset:
+class CocoDataset(ThreadStateNotPickled):
     """Index of a COCO instance-segmentation file; loads images and label maps on demand.
 
     Args:
@@ -45,6 +46,8 @@ class CocoDataset:
         >>> dataset.category_names[classes[label_map[10, 20]]]        # doctest: +SKIP
         'cort'
     """
+
+    _THREAD_STATE = {"_lock": threading.Lock}
 
     def __init__(self, coco, images_dir, cache_size=0, source=None):
         if isinstance(coco, (str, Path)):
@@ -81,15 +84,6 @@ class CocoDataset:
 
     def __len__(self):
         return len(self.image_ids)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # --- metadata --------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ import numpy as np
 from cell_seg.data.augment import build_augmentation
 from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.targets import build_targets, channel_names
+from cell_seg.data.workers import ThreadStateNotPickled
 from cell_seg.errors import ConfigError, DataError
 from cell_seg.preprocess import check_normalization, normalize_image, pad_to_multiple, rescale
 
@@ -73,7 +74,7 @@ def batch_settings(data=None, overrides=None):
     return dataclasses.replace(data if data is not None else DataConfig(), **overrides)
 
 
-class SampleBatches:
+class SampleBatches(ThreadStateNotPickled):
     """Batches `(x float32 B x H x W x in_channels, y float32 B x H x W x C)` from a COCO data set.
 
     Plain Python (no Keras): `SegmentationSequence` is this class as a `keras.utils.PyDataset`.
@@ -102,6 +103,8 @@ class SampleBatches:
         >>> x.shape, y.shape, train.channel_names                                              # doctest: +SKIP
         ((4, 256, 256, 3), (4, 256, 256, 2), ['foreground', 'border'])
     """
+
+    _THREAD_STATE = {"_lock": threading.Lock}
 
     def __init__(self, coco, images_dir=None, data=None, *, in_channels=3, pad_multiple=32, shuffle=True, seed=0,
                  image_ids=None, max_queue_size=10, cache_size=0, **settings):
@@ -158,15 +161,6 @@ class SampleBatches:
         _, inverse, counts = np.unique(np.array([str(c) for c in classes]), return_inverse=True, return_counts=True)
         weights = 1.0 / counts[inverse]
         self._balanced_p = weights / weights.sum()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def plain(self):
         """This object's batches as a plain `SampleBatches` (pickles without Keras; for worker processes)."""

@@ -40,6 +40,27 @@ def _build_batch(epoch, index):
     return _WORKER_BATCHES.get_batch(index, epoch)
 
 
+class ThreadStateNotPickled:
+    """Mixin for objects sent to worker processes: locks and thread-locals cannot be pickled.
+
+    The attributes named in `_THREAD_STATE` are left out of the pickle and made anew, by their
+    factory, when it is loaded.
+    """
+
+    _THREAD_STATE = {}  # attribute name -> factory, e.g. {"_lock": threading.Lock}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for name in self._THREAD_STATE:
+            del state[name]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for name, make in self._THREAD_STATE.items():
+            setattr(self, name, make())
+
+
 def default_processes():
     """Processes to use by default: the CPU cores this process may run on."""
     try:
