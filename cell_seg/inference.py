@@ -7,11 +7,19 @@ offline Kaggle notebook, where they are absent, relies on that), and it imports 
 only when a model is loaded.
 
 Images larger than a tile size can be predicted in overlapping tiles (`tile=`). By default
-(`blend="center"`) each tile keeps only its centre, so for a fully convolutional model whose
-receptive field radius is smaller than half the overlap the result equals whole-image
-prediction up to float rounding. `blend="linear"` instead averages the tiles over their
-overlaps with weights that fall linearly towards each tile's inner edges, so no pixel is
-taken from a single tile right where its context is cut (see `tile_window`).
+(`blend="center"`) each tile keeps the pixels up to the middle of its overlaps, so a kept pixel has
+at least half the overlap of real image around it: for a fully convolutional model whose receptive
+field radius is at most half the overlap the result equals whole-image prediction up to float
+rounding, and one pixel less of overlap already changes it (tests/test_tiling.py checks both).
+`receptive_field_radius` measures that radius from the model's impulse response (as StarDist
+does), `Predictor.tile_overlap(tile)` turns it into an overlap (twice the radius, rounded up to the
+stride, at most half the tile) and `overlap="auto"` uses it. The fixed `DEFAULT_OVERLAP` (64) is
+exact only for small networks: a trained U-Net-Lite0 reaches about 300 pixels (its 512-pixel
+tiles at overlap 64 differ from the whole image by up to 0.5 on a noise image, at 384 by 3e-3),
+and an encoder with squeeze-and-excitation (EfficientNet-B0) has no bounded radius at all.
+`blend="linear"` instead averages the tiles over their overlaps with weights that fall linearly
+towards each tile's inner edges, so no pixel is taken from a single tile right where its context
+is cut (see `tile_window`).
 
 A model trained on resized images (`data.scale`, stored as "scale" in its metadata) gets every
 image resized by that factor first (`cell_seg.preprocess.rescale`); its probabilities are
@@ -23,6 +31,7 @@ whether to average the 8 flips/rotations (`Predictor.tta`). They are the default
 call; arguments override them for one call.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +44,8 @@ from cell_seg.preprocess import crop_to, normalize_image, pad_to_multiple, resca
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 DEFAULT_OVERLAP = 64
 BLEND_MODES = ("center", "linear")
+AUTO_OVERLAP = "auto"  # overlap=AUTO_OVERLAP: Predictor.tile_overlap(tile), from the measured receptive field
+RECEPTIVE_FIELD_ULPS = 16  # float32 ulps an output must change by to count as influenced
 
 
 def check_image(image, name="image"):
@@ -125,6 +136,89 @@ def tile_window(spans, index, blend="linear"):
     return weights
 
 
+def receptive_field_radius(predict_normalized, in_channels, stride=1, size=128, max_size=1024,
+                           tolerance=RECEPTIVE_FIELD_ULPS):
+    """How far one input pixel changes the model's output, per axis: `(rows, cols)` in pixels, measured.
+
+    The impulse response (as StarDist measures its receptive field): the output for a zero image is
+    compared with the output for the same image with one pixel set to 1 in every channel (normalised
+    inputs lie in [0, 1]); the radius is the largest distance from that pixel to an output pixel that
+    changed by more than `tolerance` float32 ulps of the outputs' magnitude. A threshold rather than 0:
+    batch norm in inference mode adds constants everywhere, and a difference at the level of float32
+    rounding is not an influence. The probe starts at `size` pixels (at least 4 strides) and doubles
+    while the response reaches its border, up to `max_size`. A strided network is not shift invariant
+    below its stride, and the farthest reach is not always at a phase one would guess (a tiny U-Net
+    with two 2x2 poolings reaches 9 pixels from phases 0 and 3 of its stride 4, 11 from phases 1 and 2),
+    so once the probe is large enough the impulse is moved along the diagonal through every phase
+    `0 .. stride - 1` and the largest radius counts: `stride + 1` network calls on that probe. A global
+    operation (squeeze-and-excitation's mean) moves every output by a share of one pixel that shrinks
+    with the image, so its response reaches the border of small probes and falls below the tolerance
+    in large ones; a response that does so has no radius (`math.inf`).
+
+    Being empirical, this sees what the weights do from a zero image: a saturated sigmoid or ReLUs that
+    stay off can hide an influence a natural image would show, and an influence below the tolerance
+    counts as none (it is at most rounding-sized in tiled outputs).
+
+    Args:
+        predict_normalized: function float32 `H x W x in_channels` -> float32 `H x W x K`.
+        in_channels: input channels of the model.
+        stride: the network's stride (probe sizes are multiples of it).
+        size, max_size: first and largest probe side in pixels.
+        tolerance: float32 ulps (of max(1, largest output magnitude)) a change must exceed.
+
+    Returns:
+        `(rows, cols)`: ints, or `math.inf` on an axis where the response reached the border of the
+        largest probe or shrank as the probe grew (global operations such as squeeze-and-excitation:
+        no finite overlap makes tiles exact).
+
+    Example:
+        >>> def box3(x):  # a 3 x 3 mean: each input pixel reaches 1 pixel to each side
+        ...     padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+        ...     return sum(padded[i:i + x.shape[0], j:j + x.shape[1]] for i in range(3) for j in range(3)) / 9
+        >>> receptive_field_radius(box3, in_channels=1, stride=4)
+        (1, 1)
+    """
+    stride = int(stride)
+    size = max(int(size), 4 * stride)
+    size = -(-size // (2 * stride)) * 2 * stride
+    offsets = (0,)  # the stride grid alone while the probe grows, then every phase
+    cut_reach = [0, 0]  # per axis, the reach of a response cut by a smaller probe's border
+    while True:
+        radius, reached = _impulse_response(predict_normalized, in_channels, size, stride, offsets, tolerance)
+        # A response that reached a smaller probe's border but falls short in this larger one thins
+        # out with the image size (a global mean spreads one pixel over all): no radius bounds it.
+        unbounded = [hit or value + stride < cut for value, hit, cut in zip(radius, reached, cut_reach)]
+        if any(reached) and size * 2 <= max_size:
+            cut_reach = [max(cut, value) if hit else cut for value, hit, cut in zip(radius, reached, cut_reach)]
+            size *= 2
+        elif any(unbounded) or len(offsets) == stride:
+            return tuple(math.inf if endless else value for value, endless in zip(radius, unbounded))
+        else:
+            offsets = tuple(range(stride))
+
+
+def _impulse_response(predict_normalized, in_channels, size, stride, offsets, tolerance):
+    """`(radius, reached_border)`, each `[rows, cols]`, of impulses `offsets` past the centre of a `size` probe."""
+    zero = np.zeros((size, size, in_channels), np.float32)
+    base = np.asarray(predict_normalized(zero), np.float64).reshape(size, size, -1)
+    centre = size // 2 // stride * stride
+    eps = float(np.finfo(np.float32).eps)
+    radius, reached = [0, 0], [False, False]
+    for offset in offsets:
+        position = centre + offset
+        impulse = zero.copy()
+        impulse[position, position] = 1
+        out = np.asarray(predict_normalized(impulse), np.float64).reshape(size, size, -1)
+        scale = max(1.0, float(np.abs(base).max()), float(np.abs(out).max()))
+        changed = (np.abs(out - base) > tolerance * eps * scale).any(axis=-1)
+        for axis in (0, 1):
+            hits = np.flatnonzero(changed.any(axis=1 - axis))
+            if hits.size:
+                radius[axis] = max(radius[axis], position - int(hits[0]), int(hits[-1]) - position)
+                reached[axis] = reached[axis] or bool(hits[0] == 0 or hits[-1] == size - 1)
+    return radius, reached
+
+
 class Predictor:
     """Raw image in, probability maps and instances out, for a run directory, `.keras` file or SavedModel.
 
@@ -139,7 +233,8 @@ class Predictor:
         postprocess: a `PostprocessConfig` to use instead of the metadata's (a dict: overrides of
             single settings).
         tile, overlap: predict images larger than `tile` in both or either dimension in tiles
-            of `tile` pixels overlapping by `overlap` (None: whole images).
+            of `tile` pixels overlapping by `overlap` (None: whole images; `overlap="auto"`: the
+            overlap `tile_overlap(tile)` derives from the measured receptive field).
         blend: how tiles are joined: "center" (each keeps its centre) or "linear" (weighted
             average over the overlaps).
         scale: resize images by this before the network (default: the metadata's "scale", 1.0
@@ -176,6 +271,7 @@ class Predictor:
         self.tile, self.overlap, self.blend = tile, overlap, blend
         self._predict_normalized = predict_normalized
         self._predict_raw = predict_raw
+        self._receptive_field = None  # measured on first use (receptive_field)
 
     # --- loading ---
 
@@ -273,6 +369,32 @@ class Predictor:
         norm = self.normalization
         return normalize_image(image, norm["mode"], norm.get("mean"), norm.get("std"), self.in_channels)
 
+    def receptive_field(self):
+        """The network's receptive field radius `(rows, cols)`, in pixels of its input, measured once.
+
+        `receptive_field_radius` on `predict_normalized` (probes of up to 1024 pixels: a few network
+        calls). In network-input pixels, i.e. after `scale`, the pixels tiles are cut in.
+        """
+        if getattr(self, "_receptive_field", None) is None:
+            self._receptive_field = receptive_field_radius(self._predict_normalized, self.in_channels, self.stride)
+        return self._receptive_field
+
+    def tile_overlap(self, tile=None):
+        """The least tile overlap with which `blend="center"` tiles equal whole-image prediction.
+
+        Twice the measured radius (`receptive_field`, the larger axis), rounded up to the stride: a
+        tile keeps the pixels up to the middle of its overlaps, so each kept pixel has half the overlap
+        of real image on the cut side. With `tile`, capped at half the tile (rounded down to the stride)
+        so that tiles still advance by half their size or more; a capped overlap, or a radius without a
+        measured bound (`math.inf`, returned as is when no `tile` caps it), gives tiles close to but
+        not equal to whole-image prediction: use larger tiles.
+        """
+        radius = max(self.receptive_field())
+        needed = math.inf if math.isinf(radius) else -(-2 * radius // self.stride) * self.stride
+        if tile is None:
+            return needed
+        return int(min(needed, int(tile) // 2 // self.stride * self.stride))
+
     def _whole(self, image):
         """Probabilities of one checked image without tiling."""
         if self._predict_raw is not None and image.dtype in getattr(self, "_raw_dtypes", ()):
@@ -315,7 +437,8 @@ class Predictor:
                 Default: the predictor's `tta` (the model's metadata).
             tile: predict in tiles of this size (a multiple of the stride) when the image is
                 larger in either dimension; default the predictor's `tile` (None: whole image).
-            overlap: least overlap of neighbouring tiles (default the predictor's, 64).
+            overlap: least overlap of neighbouring tiles (default the predictor's, 64); "auto":
+                `tile_overlap(tile)`, from the measured receptive field.
             blend: "center" or "linear" (default the predictor's, "center"); see the module notes.
 
         Raises:
@@ -337,6 +460,10 @@ class Predictor:
         overlap = self.overlap if overlap is None else overlap
         blend = self.blend if blend is None else blend
         if tile is not None and max(image.shape[:2]) > tile:
+            if isinstance(overlap, str):
+                if overlap != AUTO_OVERLAP:
+                    raise ConfigError(f"tile overlap must be a number of pixels or {AUTO_OVERLAP!r}, not {overlap!r}")
+                overlap = self.tile_overlap(int(tile))
             predict = lambda view: self._tiled(view, int(tile), int(overlap), blend)  # noqa: E731
         else:
             predict = self._whole
