@@ -10,7 +10,7 @@ import sys
 
 from cell_seg.cli.common import run_main
 from cell_seg.errors import CellSegError, DataError
-from cell_seg.inference import BLEND_MODES, DEFAULT_OVERLAP
+from cell_seg.inference import AUTO_OVERLAP, BLEND_MODES, DEFAULT_OVERLAP
 from cell_seg.predict import DEFAULT_OUT, FORMATS, predict_folder
 
 
@@ -31,6 +31,21 @@ def select_ids(images, ids_csv, folder):
     if not selected:
         raise DataError("the id list is empty", file=ids_csv)
     return selected
+
+
+def overlap_value(text):
+    """`--overlap`: a whole number of pixels or "auto".
+
+    Example:
+        >>> overlap_value("96"), overlap_value("auto")
+        (96, 'auto')
+    """
+    if text == AUTO_OVERLAP:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or {AUTO_OVERLAP!r}, not {text!r}") from None
 
 
 def check_tiling(tile, overlap, stride):
@@ -75,8 +90,10 @@ def main(argv=None):
                         "(on for a model exported with --tta; --no-tta turns it off)")
     parser.add_argument("--tile", type=int, help="predict images larger than this in overlapping tiles of this size "
                         "(a multiple of the model's stride, e.g. 512); default: whole images")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"least overlap of neighbouring tiles (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--overlap", type=overlap_value, default=DEFAULT_OVERLAP,
+                        help=f"least overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP}), or 'auto': "
+                        "twice the model's receptive-field radius, measured once (about a minute on a CPU for a "
+                        "trained U-Net-Lite0; capped at half the tile), so that tiles equal whole-image prediction")
     parser.add_argument("--blend", choices=BLEND_MODES, default=BLEND_MODES[0],
                         help="join tiles by keeping each tile's centre (default) or by a linear-weighted "
                         "average over the overlaps")
@@ -103,6 +120,10 @@ def main(argv=None):
         except CellSegError as error:
             raise DataError(str(error), file=args.postprocess) from None
     if args.tile is not None:
+        if args.overlap == AUTO_OVERLAP:
+            args.overlap = predictor.tile_overlap(args.tile)
+            print(f"tile overlap {args.overlap} px (measured receptive field {predictor.receptive_field()})",
+                  file=sys.stderr)
         check_tiling(args.tile, args.overlap, predictor.stride)
     n_images, n_instances, skipped = predict_folder(
         predictor, images, out, args.format, mode=args.mode, postprocess=postprocess, tta=args.tta,
