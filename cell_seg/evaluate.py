@@ -160,7 +160,7 @@ def tune_postprocess(records, channels, mode, base=None):
     else:
         params, score = best_for(records, f"tuning {mode}")
         tuned = base.replace(**params)
-        table.append({"class": classes[0] if classes else "all", **params, "map": score, "images": len(records)})
+        table.append({"class": classes[0] if len(classes) == 1 else "all", **params, "map": score, "images": len(records)})
     return tuned, score_predictions(records, channels, tuned), table
 
 
