@@ -201,14 +201,17 @@ def main():
                                                         f"train.time_budget_minutes={args.budget}"])
     run_dir = Path(args.runs) / f"accuracy_{args.dataset}_{config.name}"
     config.out_dir = str(run_dir)
-    if args.resume or args.evaluate_only or args.report_only:
+    finished = (run_dir / "model.keras").is_file() and not args.resume
+    if finished and not (args.evaluate_only or args.report_only):
+        print(f"{run_dir} holds a finished run: scoring it, not training again (--resume trains on)", file=sys.stderr)
+    if args.resume or args.evaluate_only or args.report_only or finished:
         # The run's own config; on --resume the overrides (e.g. more train.epochs) and --budget
         # apply to this session, and the report counts the time of every session.
         extra = args.overrides + [f"train.time_budget_minutes={args.budget}"] if args.resume else []
         config = load_config(run_dir / "config.yaml", extra)
         config.out_dir = str(run_dir)
     started = time.time()
-    if not (args.evaluate_only or args.report_only):
+    if not (args.evaluate_only or args.report_only or finished):
         run(config, resume=args.resume)  # trains, then tunes and scores on the validation part
     train_seconds = read_json(run_dir / "train_time.json")["train_seconds"] if (run_dir / "train_time.json").is_file() else time.time() - started
     if (args.evaluate_only or args.tta or args.cross_tune) and not args.report_only:
