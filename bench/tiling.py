@@ -1,6 +1,6 @@
 """Benchmark: tiled prediction, tiles joined by keeping centres or by linear blending, against whole images.
 
-Model: the released DSB2018 U-Net-EfficientNet-B0 (`weights/dsb2018_unet_effb0`, tuned watershed
+Model: the released DSB2018 U-Net-EfficientNet-Lite0 (`weights/dsb2018_unet_lite0`, tuned watershed
 post-processing from its metadata). Images: the DSB2018 validation images of the
 `configs/dsb2018_unet.yaml` split (seeded, as `python -m bench.accuracy` makes it) that are larger than
 --tile in either dimension, so that tiling changes something. Baseline: whole-image prediction.

@@ -1,4 +1,4 @@
-"""The released model in weights/ works as its card says, on a fresh install: predict CLI, size, scores."""
+"""The released models in weights/ work as their cards say, on a fresh install: predict CLI, size, metadata."""
 
 import json
 import os
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE = ROOT / "weights" / "dsb2018_unet_effb0"
+RELEASE = ROOT / "weights" / "dsb2018_unet_lite0"
+SARTORIUS_RELEASE = ROOT / "weights" / "sartorius_unet_lite0"
 SAMPLE = ROOT / "cell_seg" / "sample_data"
+RELEASES = sorted(path for path in (ROOT / "weights").iterdir() if (path / "saved_model.pb").is_file())
 
 pytestmark = pytest.mark.skipif(not (RELEASE / "saved_model.pb").is_file(), reason="no released model in weights/")
 
@@ -22,15 +24,31 @@ def cli(module, *args, cwd=None):
                           cwd=cwd, timeout=600)
 
 
-def test_release_fits_in_git_and_carries_its_metadata():
-    sizes = [p.stat().st_size for p in RELEASE.rglob("*") if p.is_file()]
+@pytest.mark.parametrize("release", RELEASES, ids=[path.name for path in RELEASES])
+def test_release_fits_in_git_and_carries_its_metadata(release):
+    from cell_seg.metadata import ModelMetadata
+
+    sizes = [p.stat().st_size for p in release.rglob("*") if p.is_file()]
     assert sum(sizes) <= 25e6
     assert max(sizes) < 10e6  # the variables are sharded: no single file over git's comfort limit
-    metadata = json.loads((RELEASE / "assets" / "metadata.json").read_text())
-    assert metadata["weights_dtype"] == "float16" and metadata["postprocess_tuned"] is True
-    assert metadata["postprocess"]["mode"] == "watershed"
-    assert metadata["channels"] == ["foreground", "border"]
-    assert (RELEASE / "README.md").is_file()
+    metadata = ModelMetadata.read(release / "assets" / "metadata.json")
+    assert metadata.weights_dtype == "float16" and metadata.postprocess_tuned
+    assert metadata.postprocess.mode == "watershed" and metadata.channels[:2] == ["foreground", "border"]
+    assert (release / "README.md").is_file() and release.name in (ROOT / "weights" / "README.md").read_text()
+
+
+def test_the_sartorius_release_says_it_is_for_research_and_knows_its_cell_types():
+    if not (SARTORIUS_RELEASE / "saved_model.pb").is_file():
+        pytest.skip("no Sartorius release")
+    from cell_seg.inference import Predictor
+
+    card = (SARTORIUS_RELEASE / "README.md").read_text()
+    assert "non-commercial" in card and "Kaggle" in card
+    predictor = Predictor.load(SARTORIUS_RELEASE)
+    assert {f"class_{name}" for name in ("astro", "cort", "shsy5y")} <= set(predictor.channels)
+    assert set(predictor.postprocess.per_class) == {"astro", "cort", "shsy5y"}
+    labels, instances = predictor.predict_instances(np.zeros((520, 704), np.uint8))
+    assert labels.shape == (520, 704) and len(instances) < 5  # a blank image holds no cells
 
 
 def test_predict_with_the_release_on_the_embedded_sample(tmp_path):
