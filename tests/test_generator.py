@@ -2,17 +2,16 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+import keras
 import numpy as np
 import pytest
 
 from cell_seg.data.dataset import CocoDataset
+from cell_seg.data.generator import SegmentationSequence, stack_padded, to_tf_dataset
 from cell_seg.data.synthetic import SYNTHETIC_CATEGORIES, make_synthetic, write_synthetic_coco
 from cell_seg.data.targets import build_targets
 from cell_seg.errors import ConfigError
 from cell_seg.files import read_json, write_image
-
-keras = pytest.importorskip("keras")
-from cell_seg.data.generator import SegmentationSequence, stack_padded, to_tf_dataset  # noqa: E402
 
 SHAPE = (48, 64)
 

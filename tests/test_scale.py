@@ -93,7 +93,6 @@ def test_metadata_scale_is_checked(tmp_path):
 
 
 def test_training_samples_are_enlarged_with_nearest_labels(tmp_path):
-    pytest.importorskip("keras")
     from cell_seg.data.generator import SegmentationSequence
     from cell_seg.data.synthetic import write_synthetic_coco
     from cell_seg.data.targets import build_targets
@@ -113,7 +112,6 @@ def test_training_samples_are_enlarged_with_nearest_labels(tmp_path):
 
 
 def test_config_scale_reaches_the_sequences_and_the_run_metadata(tmp_path):
-    pytest.importorskip("keras")
     from cell_seg.config import load_config
     from cell_seg.data.synthetic import write_synthetic_coco
     from cell_seg.files import read_json
