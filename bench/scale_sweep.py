@@ -1,0 +1,168 @@
+"""Does resizing images before the network help, image by image? A sweep of test-time scales.
+
+For every image of a COCO validation set, the model predicts at each scale of `--scales` (maps
+returned at the original size, post-processed with the model's own settings) and the image is
+scored with the competition metric. The table shows each fixed scale per kind and per band of
+nucleus size, the best scale per image (an oracle: it looks at the truth) and the size rule a
+predictor can use without the truth: predict at scale 1, measure the median diameter `d` of the
+instances found, predict again at `target / d` (snapped to the nearest scale of the sweep). The
+target is chosen on one half of the images (whole sources together) and scored on the other.
+
+    python -m bench.scale_sweep --model weights/dsb2018_unet_lite0 --coco val.json \
+        --images ../shared/data/dsb2018 --out bench/results/scale_sweep_dsb2018.md
+
+Per-image scores go to `<out>.json`; `--from-json` makes the tables again without predicting.
+"""
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cell_seg.files import read_json, write_json_atomic, write_text_atomic
+
+SIZE_BANDS = ((0, 12), (12, 20), (20, 35), (35, 1e9))
+
+
+def median_diameter(label_map):
+    """Median equivalent diameter (px) of the instances of a label map; nan when there are none."""
+    counts = np.bincount(label_map.ravel())[1:]
+    counts = counts[counts > 0]
+    return float(2 * np.sqrt(np.median(counts) / np.pi)) if counts.size else float("nan")
+
+
+def sweep(model, coco, images, scales, limit=None):
+    """Per-image records: key, kind, group, true and predicted (scale 1) diameters, score per scale."""
+    from cell_seg import metrics
+    from cell_seg.data.dataset import CocoDataset
+    from cell_seg.inference import Predictor
+
+    dataset = CocoDataset(coco, images)
+    predictor = Predictor.load(model)
+    records = []
+    for image_id in tqdm(dataset.image_ids[:limit], desc="images", unit="img", file=sys.stderr):
+        image = dataset.load_image(image_id)
+        truth, _ = dataset.load_labels(image_id)
+        info = dataset.image_info(image_id)
+        record = {"key": dataset.key(image_id), "kind": dataset.image_class(image_id),
+                  "group": str(info.get("source", dataset.key(image_id))),
+                  "true_diameter": median_diameter(truth), "n_true": int(len(np.unique(truth)) - 1), "scores": {}}
+        for scale in scales:
+            predictor.scale = float(scale)
+            labels, _ = predictor.predict_instances(image, tta=False)
+            record["scores"][str(scale)] = float(metrics.map_iou([truth], [labels])["map"])
+            if float(scale) == 1.0:
+                record["pred_diameter"] = median_diameter(labels)
+        records.append(record)
+    return records
+
+
+def snap(value, scales):
+    return min(scales, key=lambda s: abs(np.log(s) - np.log(value)))
+
+
+def rule_scale(record, target, scales):
+    d = record.get("pred_diameter", float("nan"))
+    return 1.0 if not np.isfinite(d) or d <= 0 else snap(target / d, scales)
+
+
+def rule_score(records, target, scales):
+    return float(np.mean([r["scores"][str(rule_scale(r, target, scales))] for r in records])) if records else float("nan")
+
+
+def halves(records):
+    """Two halves with whole groups on one side (the order of first appearance, alternating by group)."""
+    groups = sorted({r["group"] for r in records})
+    side = {g: i % 2 for i, g in enumerate(groups)}
+    return [r for r in records if side[r["group"]] == 0], [r for r in records if side[r["group"]] == 1]
+
+
+def cross_chosen(records, targets, scales):
+    """Score of the size rule with its target chosen on the other half; (score, chosen targets)."""
+    a, b = halves(records)
+    chosen, scored = [], []
+    for tune, test in ((a, b), (b, a)):
+        best = max(targets, key=lambda t: rule_score(tune, t, scales))
+        chosen.append(best)
+        scored += [r["scores"][str(rule_scale(r, best, scales))] for r in test]
+    return float(np.mean(scored)), chosen
+
+
+def cross_chosen_fixed(records, scales):
+    """Score of one fixed scale for all images, chosen on the other half; (score, chosen scales)."""
+    a, b = halves(records)
+    chosen, scored = [], []
+    for tune, test in ((a, b), (b, a)):
+        best = max(scales, key=lambda s: np.mean([r["scores"][str(s)] for r in tune]))
+        chosen.append(best)
+        scored += [r["scores"][str(best)] for r in test]
+    return float(np.mean(scored)), chosen
+
+
+def tables(records, scales, targets):
+    kinds = sorted({r["kind"] for r in records if r["kind"] is not None})
+
+    def row(name, pick):
+        cells = []
+        for subset in [records] + [[r for r in records if r["kind"] == k] for k in kinds] + [
+                [r for r in records if lo <= r["true_diameter"] < hi] for lo, hi in SIZE_BANDS]:
+            cells.append(f"{np.mean([pick(r) for r in subset]):.3f}" if subset else "-")
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    counts = [len(records)] + [sum(r["kind"] == k for r in records) for k in kinds] + [
+        sum(lo <= r["true_diameter"] < hi for r in records) for lo, hi in SIZE_BANDS]
+    bands = [f"d {lo:g}-{hi:g} px" if hi < 1e9 else f"d >= {lo:g} px" for lo, hi in SIZE_BANDS]
+    header = ["all"] + kinds + bands
+    lines = ["| scale | " + " | ".join(f"{h} ({n})" for h, n in zip(header, counts)) + " |",
+             "| --- | " + " | ".join("---" for _ in header) + " |"]
+    for scale in scales:
+        lines.append(row(f"{scale:g}", lambda r, s=scale: r["scores"][str(s)]))
+    lines.append(row("best per image (oracle)", lambda r: max(r["scores"].values())))
+    for target in targets:
+        lines.append(row(f"size rule, target {target:g} px", lambda r, t=target: r["scores"][str(rule_scale(r, t, scales))]))
+    plain = np.mean([r["scores"]["1.0"] for r in records])
+    score, chosen = cross_chosen(records, targets, scales)
+    fixed, fixed_chosen = cross_chosen_fixed(records, scales)
+    lines += ["", "Chosen on one half of the images (whole sources together), scored on the other, against "
+              f"{plain:.3f} at scale 1:", "",
+              f"- one fixed scale for every image (chosen {fixed_chosen[0]:g} and {fixed_chosen[1]:g}): **{fixed:.3f}**",
+              f"- the size rule (targets chosen {chosen[0]:g} and {chosen[1]:g} px): **{score:.3f}**"]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="run directory, .keras file or SavedModel")
+    parser.add_argument("--coco", help="COCO JSON with the ground truth (image_class / source fields used)")
+    parser.add_argument("--images", help="folder the COCO file names are relative to")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0])
+    parser.add_argument("--targets", type=float, nargs="+", default=[16, 20, 24, 28, 32, 40])
+    parser.add_argument("--limit", type=int, help="first N images only (a quick look)")
+    parser.add_argument("--out", required=True, help="markdown report; per-image scores go beside it as .json")
+    parser.add_argument("--from-json", action="store_true", help="make the tables from <out>.json, no predicting")
+    args = parser.parse_args()
+    scales = [float(s) for s in args.scales]
+    if 1.0 not in scales:
+        parser.error("--scales must include 1 (the size rule measures nuclei at scale 1)")
+    out = Path(args.out)
+    if args.from_json:
+        records = read_json(out.with_suffix(".json"))["records"]
+    else:
+        if not (args.model and args.coco and args.images):
+            parser.error("--model, --coco and --images are needed unless --from-json")
+        records = sweep(args.model, args.coco, args.images, scales, args.limit)
+        write_json_atomic({"model": args.model, "scales": scales, "records": records}, out.with_suffix(".json"))
+    text = (f"# Test-time scale sweep: {args.model or 'see the json'}\n\n"
+            f"mAP 0.50:0.95 per image, averaged; the model's own post-processing settings at every scale;"
+            f" no TTA. Columns: kind, and band of the true median nucleus diameter d.\n\n"
+            + tables(records, scales, args.targets) + "\n")
+    write_text_atomic(text, out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
