@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = ROOT / "weights" / "dsb2018_unet_lite0"
-SARTORIUS_RELEASE = ROOT / "weights" / "sartorius_unet_lite0"
+SARTORIUS_RELEASE = ROOT / "weights" / "sartorius_unet_lite0_distance"
 SAMPLE = ROOT / "cell_seg" / "sample_data"
 RELEASES = sorted(path for path in (ROOT / "weights").iterdir() if (path / "saved_model.pb").is_file())
 
@@ -33,7 +33,9 @@ def test_release_fits_in_git_and_carries_its_metadata(release):
     assert max(sizes) < 10e6  # the variables are sharded: no single file over git's comfort limit
     metadata = ModelMetadata.read(release / "assets" / "metadata.json")
     assert metadata.weights_dtype == "float16" and metadata.postprocess_tuned
-    assert metadata.postprocess.mode == "watershed" and metadata.channels[:2] == ["foreground", "border"]
+    assert metadata.postprocess.mode in ("watershed", "distance") and metadata.channels[:2] == ["foreground", "border"]
+    if metadata.postprocess.mode == "distance":
+        assert "distance" in metadata.channels
     assert (release / "README.md").is_file() and release.name in (ROOT / "weights" / "README.md").read_text()
 
 
@@ -48,6 +50,7 @@ def test_the_sartorius_release_says_it_is_for_research_and_knows_its_cell_types(
     assert {f"class_{name}" for name in ("astro", "cort", "shsy5y")} <= set(predictor.channels)
     assert set(predictor.postprocess.per_class) == {"astro", "cort", "shsy5y"}
     labels, instances = predictor.predict_instances(np.zeros((520, 704), np.uint8))
+    assert predictor.scale == 2.0 and predictor.postprocess.mode == "distance"  # the card's defaults
     assert labels.shape == (520, 704) and len(instances) < 5  # a blank image holds no cells
 
 
