@@ -50,7 +50,7 @@ def test_the_sartorius_release_says_it_is_for_research_and_knows_its_cell_types(
     assert {f"class_{name}" for name in ("astro", "cort", "shsy5y")} <= set(predictor.channels)
     assert set(predictor.postprocess.per_class) == {"astro", "cort", "shsy5y"}
     labels, instances = predictor.predict_instances(np.zeros((520, 704), np.uint8))
-    assert predictor.scale == 2.0 and predictor.postprocess.mode == "distance"  # the card's defaults
+    assert predictor.scale == 2.0 and predictor.postprocess.mode == "distance" and predictor.tta  # the card's defaults
     assert labels.shape == (520, 704) and len(instances) < 5  # a blank image holds no cells
 
 
