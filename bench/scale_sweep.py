@@ -6,7 +6,8 @@ scored with the competition metric. The table shows each fixed scale per kind an
 nucleus size, the best scale per image (an oracle: it looks at the truth) and the size rule a
 predictor can use without the truth: predict at scale 1, measure the median diameter `d` of the
 instances found, predict again at `target / d` (snapped to the nearest scale of the sweep). The
-target is chosen on one half of the images (whole sources together) and scored on the other.
+target is chosen on one half of the images and scored on the other (the halves of `evaluate
+--cross-tune`: whole sources together, each kind spread over both).
 
     python -m bench.scale_sweep --model weights/dsb2018_unet_lite0 --coco val.json \
         --images ../shared/data/dsb2018 --out bench/results/scale_sweep_dsb2018.md
@@ -16,12 +17,13 @@ Per-image scores go to `<out>.json`; `--from-json` makes the tables again withou
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from cell_seg.errors import DataError
+from cell_seg.evaluate import cross_folds
 from cell_seg.files import read_json, write_json_atomic, write_text_atomic
 
 SIZE_BANDS = ((0, 12), (12, 20), (20, 35), (35, 1e9))
@@ -35,7 +37,7 @@ def median_diameter(label_map):
 
 
 def sweep(model, coco, images, scales, limit=None):
-    """Per-image records: key, kind, group, true and predicted (scale 1) diameters, score per scale."""
+    """Per-image records: key, class (kind), group, true and predicted (scale 1) diameters, score per scale."""
     from cell_seg import metrics
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.inference import Predictor
@@ -47,9 +49,9 @@ def sweep(model, coco, images, scales, limit=None):
         image = dataset.load_image(image_id)
         truth, _ = dataset.load_labels(image_id)
         info = dataset.image_info(image_id)
-        record = {"key": dataset.key(image_id), "kind": dataset.image_class(image_id),
+        record = {"key": dataset.key(image_id), "class": dataset.image_class(image_id),
                   "group": str(info.get("source", dataset.key(image_id))),
-                  "true_diameter": median_diameter(truth), "n_true": int(len(np.unique(truth)) - 1), "scores": {}}
+                  "true_diameter": median_diameter(truth), "scores": {}}
         for scale in scales:
             predictor.scale = float(scale)
             labels, _ = predictor.predict_instances(image, tta=False)
@@ -69,67 +71,55 @@ def rule_scale(record, target, scales):
     return 1.0 if not np.isfinite(d) or d <= 0 else snap(target / d, scales)
 
 
-def rule_score(records, target, scales):
-    return float(np.mean([r["scores"][str(rule_scale(r, target, scales))] for r in records])) if records else float("nan")
+def cross_chosen(records, candidates, score):
+    """Pick the candidate with the best mean `score(record, candidate)` on one half, score it on the other.
 
-
-def halves(records):
-    """Two halves with whole groups on one side (the order of first appearance, alternating by group)."""
-    groups = sorted({r["group"] for r in records})
-    side = {g: i % 2 for i, g in enumerate(groups)}
-    return [r for r in records if side[r["group"]] == 0], [r for r in records if side[r["group"]] == 1]
-
-
-def cross_chosen(records, targets, scales):
-    """Score of the size rule with its target chosen on the other half; (score, chosen targets)."""
-    a, b = halves(records)
+    Returns (the pooled mean over both halves, the candidate chosen on each half).
+    """
+    a, b = cross_folds(records)
     chosen, scored = [], []
     for tune, test in ((a, b), (b, a)):
-        best = max(targets, key=lambda t: rule_score(tune, t, scales))
+        best = max(candidates, key=lambda c: np.mean([score(r, c) for r in tune]))
         chosen.append(best)
-        scored += [r["scores"][str(rule_scale(r, best, scales))] for r in test]
-    return float(np.mean(scored)), chosen
-
-
-def cross_chosen_fixed(records, scales):
-    """Score of one fixed scale for all images, chosen on the other half; (score, chosen scales)."""
-    a, b = halves(records)
-    chosen, scored = [], []
-    for tune, test in ((a, b), (b, a)):
-        best = max(scales, key=lambda s: np.mean([r["scores"][str(s)] for r in tune]))
-        chosen.append(best)
-        scored += [r["scores"][str(best)] for r in test]
+        scored += [score(r, best) for r in test]
     return float(np.mean(scored)), chosen
 
 
 def tables(records, scales, targets):
-    kinds = sorted({r["kind"] for r in records if r["kind"] is not None})
+    kinds = sorted({r["class"] for r in records if r["class"] is not None})
+
+    def fixed(r, scale):
+        return r["scores"][str(scale)]
+
+    def size_rule(r, target):
+        return r["scores"][str(rule_scale(r, target, scales))]
+
 
     def row(name, pick):
         cells = []
-        for subset in [records] + [[r for r in records if r["kind"] == k] for k in kinds] + [
+        for subset in [records] + [[r for r in records if r["class"] == k] for k in kinds] + [
                 [r for r in records if lo <= r["true_diameter"] < hi] for lo, hi in SIZE_BANDS]:
             cells.append(f"{np.mean([pick(r) for r in subset]):.3f}" if subset else "-")
         return f"| {name} | " + " | ".join(cells) + " |"
 
-    counts = [len(records)] + [sum(r["kind"] == k for r in records) for k in kinds] + [
+    counts = [len(records)] + [sum(r["class"] == k for r in records) for k in kinds] + [
         sum(lo <= r["true_diameter"] < hi for r in records) for lo, hi in SIZE_BANDS]
     bands = [f"d {lo:g}-{hi:g} px" if hi < 1e9 else f"d >= {lo:g} px" for lo, hi in SIZE_BANDS]
     header = ["all"] + kinds + bands
     lines = ["| scale | " + " | ".join(f"{h} ({n})" for h, n in zip(header, counts)) + " |",
              "| --- | " + " | ".join("---" for _ in header) + " |"]
     for scale in scales:
-        lines.append(row(f"{scale:g}", lambda r, s=scale: r["scores"][str(s)]))
+        lines.append(row(f"{scale:g}", lambda r, s=scale: fixed(r, s)))
     lines.append(row("best per image (oracle)", lambda r: max(r["scores"].values())))
     for target in targets:
-        lines.append(row(f"size rule, target {target:g} px", lambda r, t=target: r["scores"][str(rule_scale(r, t, scales))]))
-    plain = np.mean([r["scores"]["1.0"] for r in records])
-    score, chosen = cross_chosen(records, targets, scales)
-    fixed, fixed_chosen = cross_chosen_fixed(records, scales)
-    lines += ["", "Chosen on one half of the images (whole sources together), scored on the other, against "
-              f"{plain:.3f} at scale 1:", "",
-              f"- one fixed scale for every image (chosen {fixed_chosen[0]:g} and {fixed_chosen[1]:g}): **{fixed:.3f}**",
-              f"- the size rule (targets chosen {chosen[0]:g} and {chosen[1]:g} px): **{score:.3f}**"]
+        lines.append(row(f"size rule, target {target:g} px", lambda r, t=target: size_rule(r, t)))
+    plain = np.mean([fixed(r, 1.0) for r in records])
+    fixed_score, fixed_chosen = cross_chosen(records, scales, fixed)
+    rule_score, rule_chosen = cross_chosen(records, targets, size_rule)
+    lines += ["", "Chosen on one half of the images (the halves of `evaluate --cross-tune`), scored on the other, "
+              f"against {plain:.3f} at scale 1:", "",
+              f"- one fixed scale for every image (chosen {fixed_chosen[0]:g} and {fixed_chosen[1]:g}): **{fixed_score:.3f}**",
+              f"- the size rule (targets chosen {rule_chosen[0]:g} and {rule_chosen[1]:g} px): **{rule_score:.3f}**"]
     return "\n".join(lines)
 
 
@@ -149,7 +139,11 @@ def main():
         parser.error("--scales must include 1 (the size rule measures nuclei at scale 1)")
     out = Path(args.out)
     if args.from_json:
-        records = read_json(out.with_suffix(".json"))["records"]
+        try:
+            records = read_json(out.with_suffix(".json"))["records"]
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     else:
         if not (args.model and args.coco and args.images):
             parser.error("--model, --coco and --images are needed unless --from-json")

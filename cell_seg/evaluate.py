@@ -228,6 +228,26 @@ def evaluate_records(records, channels, postprocess=None, tune=False, modes=None
     return report, chosen[best_mode]
 
 
+def cross_folds(records, folds=2):
+    """Split records (dicts with "class" and "group") into `folds` parts for choosing on some, scoring on others.
+
+    Whole groups (e.g. an image source) stay in one part, and the groups of each class go round-robin
+    over the parts, so every part gets some of each kind.
+
+    Example:
+        >>> records = [{"class": "a", "group": g} for g in "xxyz"]
+        >>> [[r["group"] for r in part] for part in cross_folds(records)]
+        [['x', 'x', 'z'], ['y']]
+    """
+    groups = sorted({(str(r["class"]), r["group"]) for r in records})
+    fold_of, per_class_count = {}, {}
+    for name, group in groups:
+        count = per_class_count.get(name, 0)
+        fold_of[(name, group)] = count % folds
+        per_class_count[name] = count + 1
+    return [[r for r in records if fold_of[(str(r["class"]), r["group"])] == k] for k in range(folds)]
+
+
 def cross_tuned_scores(records, channels, postprocess=None, modes=None, folds=2):
     """Scores whose post-processing was tuned on other images: an honest figure beside the tuned one.
 
@@ -241,13 +261,7 @@ def cross_tuned_scores(records, channels, postprocess=None, modes=None, folds=2)
     from cell_seg.postprocess import PostprocessConfig
 
     base = postprocess if postprocess is not None else PostprocessConfig()
-    groups = sorted({(str(r["class"]), r["group"]) for r in records})
-    fold_of, per_class_count = {}, {}
-    for name, group in groups:  # round-robin within each class: every fold gets some of each kind
-        count = per_class_count.get(name, 0)
-        fold_of[(name, group)] = count % folds
-        per_class_count[name] = count + 1
-    parts = [[r for r in records if fold_of[(str(r["class"]), r["group"])] == k] for k in range(folds)]
+    parts = cross_folds(records, folds)
     out = {}
     for mode in modes or available_modes(channels):
         scores, classes = [], []
