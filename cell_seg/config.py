@@ -66,6 +66,7 @@ class ModelConfig:
     backbone: str = "efficientnetb0"  # any segmentation-models backbone, or efficientnet_lite0/1/2 (unet only)
     encoder_weights: Optional[str] = None  # null | path to a local weights file | imagenet (offline for efficientnet_lite*; a download for sm backbones)
     encoder_freeze: bool = False
+    init_weights: Optional[str] = None  # start from an earlier model: run directory, .keras file or exported SavedModel (cell_seg.warm_start)
     decoder_filters: Optional[list] = None  # Unet decoder widths, default [256, 128, 64, 32, 16]
     filters: int = 16  # base width of fcn / unet_plain
     depth: int = 4  # down-sampling stages of fcn / unet_plain

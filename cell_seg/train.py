@@ -417,6 +417,11 @@ def compiled_model(config, channels, run_dir, strategy, resume):
             print(f"continuing {run_dir} from {last} at epoch {initial_epoch}", file=sys.stderr)
         else:
             model = build_model(config.model, len(channels))
+            if config.model.init_weights and not (run_dir / "backup").exists():  # a backup restores its own
+                from cell_seg.warm_start import initialise_weights
+
+                initialise_weights(model, config.model.init_weights, channels)
+                print(f"weights from {config.model.init_weights}", file=sys.stderr)
         model.compile(
             optimizer=make_optimizer(config.train),
             loss=build_loss(config.loss, len(channels), soft_channels=soft_channel_indices(channels)),

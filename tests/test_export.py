@@ -469,3 +469,66 @@ def test_float16_export_keeps_integer_states_of_dropout_layers(tmp_path):
     x = np.random.default_rng(0).random((1, 20, 30, 3), dtype=np.float32)
     out = loaded.signatures["serve_normalized"](images=tf.constant(x))["probabilities"].numpy()
     np.testing.assert_allclose(out, model(x, training=False).numpy(), rtol=0, atol=5e-3)
+
+
+# --- model.init_weights: training starts from an earlier run or export (cell_seg.warm_start) ---
+
+
+def _fresh_model(run_dir):
+    from cell_seg.models import build_model
+
+    config = load_config(run_dir / "config.yaml")
+    return build_model(config.model, len(json.loads((run_dir / "metadata.json").read_text())["channels"]))
+
+
+def _weights(model):
+    return [np.asarray(v.numpy()) for v in model.trainable_variables + model.non_trainable_variables]
+
+
+@pytest.mark.parametrize("source", ["run", "keras_file", "export", "export_float16"])
+def test_init_weights_copies_a_run_or_an_export_into_a_new_model(run_dir, exported, tmp_path, source):
+    from cell_seg.export import export_model
+    from cell_seg.models import load_model
+    from cell_seg.warm_start import initialise_weights
+
+    path = {"run": run_dir, "keras_file": run_dir / "model.keras", "export": exported}.get(source)
+    if source == "export_float16":
+        path = export_model(run_dir, tmp_path / "f16", weights_dtype="float16")
+    expected = _weights(load_model(run_dir / "model.keras", compile=False))
+    model = _fresh_model(run_dir)
+    assert max(np.abs(a - b).max() for a, b in zip(_weights(model), expected)) > 1e-2  # a new model differs
+    channels = json.loads((run_dir / "metadata.json").read_text())["channels"]
+    initialise_weights(model, path, channels)
+    tolerance = 2e-3 if source == "export_float16" else 0.0  # float16 keeps about 3 decimal digits
+    for got, want in zip(_weights(model), expected):
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=1e-6 if tolerance else 0)
+
+
+def test_init_weights_refuses_other_channels_or_another_network(run_dir, exported, tmp_path):
+    from cell_seg.models import build_model
+    from cell_seg.warm_start import initialise_weights
+
+    channels = json.loads((run_dir / "metadata.json").read_text())["channels"]
+    with pytest.raises(ConfigError, match=r"model.init_weights.*predicts channels"):
+        initialise_weights(_fresh_model(run_dir), exported, channels + ["distance"])
+    wider = build_model(load_config(run_dir / "config.yaml", ["model.filters=8"]).model, len(channels))
+    with pytest.raises(ConfigError, match=r"model.init_weights.*not the same network"):
+        initialise_weights(wider, exported, channels)
+    for bad in (tmp_path / "missing", tmp_path):
+        with pytest.raises(ConfigError, match="model.init_weights"):
+            initialise_weights(_fresh_model(run_dir), bad, channels)
+
+
+def test_training_from_init_weights_starts_where_the_source_ended(run_dir, exported, tmp_path):
+    """With a learning rate of 1e-12 the new run's trainable weights are the exported ones (batch-norm
+    statistics move in training whatever the rate): the weights went through `run`."""
+    from cell_seg.models import load_model
+    from cell_seg.train import run
+
+    config = load_config(run_dir / "config.yaml", [f"model.init_weights={exported}", "train.learning_rate=1e-12",
+                                                   f"out_dir={tmp_path / 'again'}"])
+    run(config, evaluate_after=False)
+    again, source = (load_model(path, compile=False) for path in (tmp_path / "again" / "model.keras", run_dir / "model.keras"))
+    for got, want in zip(again.trainable_variables, source.trainable_variables):
+        got, want = np.asarray(got.numpy()), np.asarray(want.numpy())
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)

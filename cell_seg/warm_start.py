@@ -1,0 +1,99 @@
+"""Start a training from the weights of an earlier model (`model.init_weights`).
+
+    python -m cell_seg.train --config configs/sartorius_unet_lite0_distance.yaml \\
+        model.init_weights=weights/sartorius_unet_lite0_distance train.learning_rate=3e-4
+
+The source is a run directory (its `model.keras`), a `.keras` file, or a SavedModel written by
+`python -m cell_seg.export` (a released model under `weights/`; float16 exports come back as
+float32). It must be the same network with the same output channels: every weight is copied in
+order and its shape checked, and the channel names of the source's `metadata.json` must equal the
+ones this config trains. The optimiser, the learning-rate schedule and the epoch count start
+afresh; use `--resume` to continue an interrupted run instead.
+
+This is how a model keeps learning beyond one machine's life: the run directory is gone, the
+release is not. Reading a SavedModel needs TensorFlow (a `.keras` source works on any backend).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from cell_seg.errors import ConfigError, ModelError
+from cell_seg.metadata import ModelMetadata
+
+KEY = "model.init_weights"
+
+
+def _keras_source(keras_file, run_dir):
+    from cell_seg.models import load_model
+
+    metadata = ModelMetadata.read_run(run_dir)
+    model = load_model(keras_file, compile=False)
+    values = ([np.asarray(v.numpy()) for v in model.trainable_variables],
+              [np.asarray(v.numpy()) for v in model.non_trainable_variables])
+    return values, metadata.channels
+
+
+def _saved_model_source(export_dir):
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ModelError(f"{KEY}: {export_dir} is a SavedModel, which needs TensorFlow to read; "
+                         "give the run directory or its .keras file instead") from None
+    metadata = ModelMetadata.read(export_dir / "assets" / "metadata.json")
+    float16 = getattr(metadata, "weights_dtype", None) == "float16"
+    try:
+        reader = tf.train.load_checkpoint(str(export_dir / "variables" / "variables"))
+    except Exception as error:  # a missing or damaged variables folder
+        raise ModelError(f"{KEY}: {export_dir}: cannot read the SavedModel's variables ({error})") from None
+    names = reader.get_variable_to_shape_map()
+
+    def stored(group):
+        values, index = [], 0
+        while f"{group}/{index}/.ATTRIBUTES/VARIABLE_VALUE" in names:
+            values.append(reader.get_tensor(f"{group}/{index}/.ATTRIBUTES/VARIABLE_VALUE"))
+            index += 1
+        if not values and group == "trainable":
+            raise ModelError(f"{KEY}: {export_dir} holds no weights in cell_seg.export's layout; "
+                             "export it with python -m cell_seg.export")
+        # float16 exports keep their values as int16 bits (see cell_seg.export.stored_variables).
+        return [v.view(np.float16).astype(np.float32) if float16 and v.dtype == np.int16 else v for v in values]
+
+    return (stored("trainable"), stored("non_trainable")), metadata.channels
+
+
+def read_initial_weights(path):
+    """((trainable, non_trainable) lists of arrays, channel names) of a run, `.keras` file or export."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config key '{KEY}': {path} does not exist")
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return _saved_model_source(path)
+    if path.is_dir():
+        if not (path / "model.keras").is_file():
+            raise ConfigError(f"config key '{KEY}': {path} is neither a run directory (no model.keras) "
+                              "nor an exported SavedModel (no saved_model.pb)")
+        return _keras_source(path / "model.keras", path)
+    if path.suffix == ".keras":
+        run_dir = path.parent if (path.parent / "metadata.json").is_file() else path.parent.parent
+        return _keras_source(path, run_dir)
+    raise ConfigError(f"config key '{KEY}': {path}: expected a run directory, a .keras file or an exported SavedModel")
+
+
+def initialise_weights(model, path, channels):
+    """Copy the weights of `path` into `model` (built by this config); errors name the key and the mismatch."""
+    (trainable, non_trainable), source_channels = read_initial_weights(path)
+    if list(source_channels) != list(channels):
+        raise ConfigError(f"config key '{KEY}': {path} predicts channels {list(source_channels)}, "
+                          f"this config trains {list(channels)}")
+    for group, targets, values in (("trainable", model.trainable_variables, trainable),
+                                   ("non-trainable", model.non_trainable_variables, non_trainable)):
+        if len(targets) != len(values):
+            raise ConfigError(f"config key '{KEY}': {path} has {len(values)} {group} weights, this model "
+                              f"{len(targets)}: not the same network (check model.name, model.backbone, model.decoder_filters)")
+        for variable, value in zip(targets, values):
+            if tuple(variable.shape) != tuple(value.shape):
+                raise ConfigError(f"config key '{KEY}': weight {variable.path} is {tuple(variable.shape)} here and "
+                                  f"{tuple(value.shape)} in {path}: not the same network")
+            variable.assign(value.astype(variable.dtype))
+    return model
