@@ -164,6 +164,40 @@ def tune_postprocess(records, channels, mode, base=None):
     return tuned, score_predictions(records, channels, tuned), table
 
 
+#: Report key of the choice that gives each cell type the mode that scored best for it in tuning.
+BY_CLASS = "by_class"
+
+
+def by_class_config(tuned):
+    """One config that gives each class the mode whose tuning scored best on that class's images.
+
+    `tuned` is {mode: (tuned config, tuning table)} from `tune_postprocess`; None unless the tables
+    are per class (a model with class channels, images of several classes). Images of a class the
+    tuning never saw get the mode with the best overall tuned score (ties: the earlier mode).
+
+    Example:
+        >>> from cell_seg.postprocess import PostprocessConfig
+        >>> rows = lambda a, b: [{"class": "a", "map": a, "images": 3}, {"class": "b", "map": b, "images": 3}]
+        >>> settings = {"a": {"fg_threshold": 0.5}, "b": {"fg_threshold": 0.6}}
+        >>> tuned = {"watershed": (PostprocessConfig(mode="watershed", per_class=settings), rows(0.3, 0.1)),
+        ...          "distance": (PostprocessConfig(mode="distance", per_class=settings), rows(0.2, 0.4))}
+        >>> config = by_class_config(tuned)
+        >>> config.for_class("a").mode, config.for_class("b").mode, config.for_class("b").fg_threshold
+        ('watershed', 'distance', 0.6)
+    """
+    tables = {mode: table for mode, (_, table) in tuned.items()}
+    classes = [row["class"] for row in next(iter(tables.values()), [])]
+    if len(tuned) < 2 or len(classes) < 2 or any(not config.per_class for config, _ in tuned.values()):
+        return None
+    per_class = {}
+    for name in classes:
+        rows = {mode: next(row for row in table if row["class"] == name) for mode, table in tables.items()}
+        mode = max(rows, key=lambda m: (rows[m]["map"], -list(rows).index(m)))
+        per_class[name] = {"mode": mode, **tuned[mode][0].per_class[name]}
+    overall = max(tuned, key=lambda m: (sum(row["map"] * row["images"] for row in tables[m]), -list(tuned).index(m)))
+    return tuned[overall][0].replace(per_class=per_class)
+
+
 def available_modes(channels):
     """Post-processing modes a model with these output channels can use.
 
@@ -203,14 +237,21 @@ def evaluate_records(records, channels, postprocess=None, tune=False, modes=None
     own_mode = resolve_mode(base.mode, channels)
     modes = list(modes or available_modes(channels))
     report = {"modes": {}, "tuning": {}}
-    chosen = {}
+    chosen, tuned = {}, {}
     for mode in modes:
-        config = base.replace(mode=mode)
+        config = base.with_mode(mode)
         if tune:
             config, _, table = tune_postprocess(records, channels, mode, base=base)
             report["tuning"][mode] = {"settings": config.to_dict(), "table": table}
+            tuned[mode] = (config, table)
         report["modes"][mode] = score_predictions(records, channels, config, full=True)
         chosen[mode] = config
+    mixed = by_class_config(tuned) if tune else None
+    if mixed is not None:
+        report["modes"][BY_CLASS] = score_predictions(records, channels, mixed, full=True)
+        report["tuning"][BY_CLASS] = {"settings": mixed.to_dict(), "table": []}
+        chosen[BY_CLASS] = mixed
+        modes.append(BY_CLASS)  # last: a tie goes to a single mode
     scores = {mode: report["modes"][mode]["map"] for mode in modes}
     if not tune and own_mode in modes:
         best_mode = own_mode
@@ -262,22 +303,34 @@ def cross_tuned_scores(records, channels, postprocess=None, modes=None, folds=2)
 
     base = postprocess if postprocess is not None else PostprocessConfig()
     parts = cross_folds(records, folds)
+    modes = list(modes or available_modes(channels))
+    scores, classes = {}, {}
+    for k, part in enumerate(parts):
+        rest = [r for j, other in enumerate(parts) if j != k for r in other]
+        if not part or not rest:
+            continue
+        tuned = {}
+        for mode in modes:
+            config, _, table = tune_postprocess(rest, channels, mode, base=base)
+            tuned[mode] = (config, table)
+        mixed = by_class_config(tuned)
+        configs = {mode: config for mode, (config, _) in tuned.items()}
+        if mixed is not None:
+            configs[BY_CLASS] = mixed  # each class's mode chosen on the other part too
+        for mode, config in configs.items():
+            scores.setdefault(mode, []).extend(score_predictions(part, channels, config, full=True)["per_image"])
+            classes.setdefault(mode, []).extend(r["class"] for r in part)
+    if BY_CLASS in scores and len(scores[BY_CLASS]) != len(scores[modes[0]]):
+        del scores[BY_CLASS]  # some part's tuning images held a single class: no per-class choice there
     out = {}
-    for mode in modes or available_modes(channels):
-        scores, classes = [], []
-        for k, part in enumerate(parts):
-            rest = [r for j, other in enumerate(parts) if j != k for r in other]
-            if not part or not rest:
-                continue
-            tuned, _, _ = tune_postprocess(rest, channels, mode, base=base)
-            scores += score_predictions(part, channels, tuned, full=True)["per_image"]
-            classes += [r["class"] for r in part]
+    for mode in scores if scores else modes:
+        scores_, classes_ = scores.get(mode, []), classes.get(mode, [])
         per_class = {}
-        for name in sorted({str(c) for c in classes if c is not None}):
-            values = [v for v, c in zip(scores, classes) if str(c) == name]
+        for name in sorted({str(c) for c in classes_ if c is not None}):
+            values = [v for v, c in zip(scores_, classes_) if str(c) == name]
             per_class[name] = float(np.mean(values))
-        out[mode] = {"map": float(np.mean(scores)) if scores else float("nan"), "per_class": per_class,
-                     "images": len(scores), "folds": folds}
+        out[mode] = {"map": float(np.mean(scores_)) if scores_ else float("nan"), "per_class": per_class,
+                     "images": len(scores_), "folds": folds}
     return out
 
 
@@ -290,6 +343,9 @@ def print_report(report, file=None):
         print(f"{mode:>10}: mAP {metrics['map']:.3f}{extra}, AP@0.6 {metrics['ap_iou_0.6']:.3f}, "
               f"fg IoU {metrics['foreground_iou']:.3f}", file=file)
     for mode, tuned in report.get("tuning", {}).items():
+        if mode == BY_CLASS:
+            choice = ", ".join(f"{name} {values['mode']}" for name, values in tuned["settings"]["per_class"].items())
+            print(f"  {BY_CLASS}: each cell type's best tuned mode ({choice})", file=file)
         for row in tuned["table"]:
             settings = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("class", "map", "images"))
             print(f"  tuned {mode} [{row['class']}, {row['images']} images]: {settings} -> mAP {row['map']:.3f}", file=file)

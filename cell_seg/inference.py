@@ -488,7 +488,7 @@ class Predictor:
         """
         config = resolve_postprocess(self.postprocess, postprocess)
         if mode is not None:
-            config = config.replace(mode=mode)
+            config = config.with_mode(mode)
         probs = self.predict_probs(image, tta=tta, tile=tile, overlap=overlap, blend=blend)
         return to_instances(probs, self.channels, config=config)
 

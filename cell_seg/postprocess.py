@@ -60,7 +60,7 @@ CLASS_MODES = ("image", "instance")
 CLASS_PREFIX = "class_"
 # Parameters that `per_class` may override.
 PER_CLASS_KEYS = (
-    "fg_threshold", "border_threshold", "distance_threshold", "distance_levels", "seed_erosion", "min_seed_area",
+    "mode", "fg_threshold", "border_threshold", "distance_threshold", "distance_levels", "seed_erosion", "min_seed_area",
     "min_area",
     "fill_holes", "dilation", "min_score",
 )
@@ -95,7 +95,8 @@ class PostprocessConfig:
         connectivity: 4 or 8, pixel connectivity of components and seeds.
         keep_unseeded: in watershed mode, keep foreground components without any seed as
             instances of their own (else they are dropped).
-        per_class: {class name: {parameter: value}} overrides (keys from `PER_CLASS_KEYS`).
+        per_class: {class name: {parameter: value}} overrides (keys from `PER_CLASS_KEYS`); with
+            `class_mode` "image" this includes the mode, so each cell type can have its own.
 
     Example:
         >>> cfg = PostprocessConfig(min_area=20, per_class={"astro": {"min_area": 60}})
@@ -153,6 +154,17 @@ class PostprocessConfig:
             overrides = self.per_class.get(name[len(CLASS_PREFIX):])
         return dataclasses.replace(self, **overrides) if overrides else self
 
+    def with_mode(self, mode):
+        """The config with `mode` for every class: per-class modes dropped, their other settings kept.
+
+        Example:
+            >>> cfg = PostprocessConfig(mode="distance", per_class={"a": {"mode": "watershed", "min_area": 5}})
+            >>> cfg.with_mode("components").per_class
+            {'a': {'min_area': 5}}
+        """
+        per_class = {name: {k: v for k, v in overrides.items() if k != "mode"} for name, overrides in self.per_class.items()}
+        return self.replace(mode=mode, per_class=per_class)
+
     def replace(self, **params):
         """A copy with `params` changed; unknown names raise `ConfigError`."""
         unknown = sorted(set(params) - {f.name for f in dataclasses.fields(self)})
@@ -178,6 +190,8 @@ class PostprocessConfig:
 
 
 def _check_values(values, where):
+    if "mode" in values and values["mode"] not in MODES:
+        raise ConfigError(f"{where}.mode: {values['mode']!r} is not one of {', '.join(MODES)}")
     for key in ("fg_threshold", "border_threshold", "distance_threshold", "min_score"):
         if key in values:
             value = values[key]
@@ -204,8 +218,9 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
         channels: names of the C channels; "foreground" is required, "border" is used by the
             watershed, "distance" by the distance mode, "class_<name>" channels give classes.
             Other channels are ignored.
-        mode: "components", "watershed" or "distance"; default `config.mode` ("auto": distance
-            when a distance channel exists, else watershed when a border channel exists).
+        mode: "components", "watershed" or "distance" for every image; default `config.mode`
+            ("auto": distance when a distance channel exists, else watershed when a border channel
+            exists), or the image class's own mode when `per_class` gives one.
         config: a `PostprocessConfig` (default: the defaults).
         image_class: the image's class when known from outside (e.g. the cell type of a
             validation image, or a model without class channels): its `per_class` parameters
@@ -232,7 +247,8 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
     channels = list(channels)
     if "foreground" not in channels:
         raise DataError(f"no 'foreground' channel among {channels}", field="channels")
-    mode = resolve_mode(mode or cfg.mode, channels)
+    if mode is not None:
+        cfg = cfg.with_mode(mode)
     foreground = probs[..., channels.index("foreground")]
     class_idx = [i for i, name in enumerate(channels) if name.startswith(CLASS_PREFIX)]
     class_names = [channels[i][len(CLASS_PREFIX):] for i in class_idx]
@@ -244,6 +260,7 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
         sums = [float(probs[..., i][fg_mask].sum()) for i in class_idx]
         image_class = class_names[int(np.argmax(sums))]
         cfg = cfg.for_class(image_class)
+    mode = resolve_mode(cfg.mode, channels)
 
     if mode == "components":
         label_map = _components(foreground > cfg.fg_threshold, cfg.connectivity)

@@ -455,7 +455,8 @@ def test_config_round_trip_through_json():
         ({"min_area": -1}, "min_area"),
         ({"mode": "magic"}, "mode"),
         ({"class_mode": "pixel"}, "class_mode"),
-        ({"per_class": {"astro": {"mode": "components"}}}, "astro.mode"),
+        ({"per_class": {"astro": {"mode": "magic"}}}, "astro.mode"),
+        ({"per_class": {"astro": {"class_mode": "instance"}}}, "astro.class_mode"),
         ({"per_class": {"astro": {"min_score": "high"}}}, "astro.min_score"),
     ],
 )
@@ -511,3 +512,53 @@ def test_label_map_to_rle_matches_per_instance_encoder(order):
     expected = {k: rle_codec.encode_rle(label_map == k, order) for k in np.unique(label_map) if k}
     assert label_ops.label_map_to_rle(label_map, order) == expected
     assert label_ops.label_map_to_rle(np.zeros((3, 3), np.int32)) == {}
+
+
+def _touching_pair():
+    """Two touching squares, a border line between them, one distance peak in each, class channel "b"."""
+    probs = np.zeros((12, 20, 4), np.float32)
+    probs[2:10, 2:18, 0] = 0.9
+    probs[2:10, 9:11, 1] = 0.9
+    probs[4:8, 4:7, 2] = probs[4:8, 13:16, 2] = 0.9
+    probs[2:10, 2:18, 3] = 0.9
+    return probs, ["foreground", "border", "distance", "class_b"]
+
+
+def test_a_class_can_have_its_own_mode_and_an_explicit_mode_overrides_it():
+    probs, channels = _touching_pair()
+    cfg = PostprocessConfig(mode="components", min_area=1, per_class={"b": {"mode": "watershed"}})
+    labels, _ = to_instances(probs, channels, config=cfg)
+    assert labels.max() == 2  # class b's watershed split the pair
+    labels, _ = to_instances(probs, channels, config=cfg, mode="components")
+    assert labels.max() == 1  # the mode asked for wins over the class's
+    assert cfg.with_mode("components").per_class == {"b": {}}
+    with pytest.raises(ConfigError, match="b.mode"):
+        PostprocessConfig(per_class={"b": {"mode": "flows"}})
+
+
+def test_tuning_with_classes_offers_each_class_its_best_mode():
+    """Class a is one cell (components keeps it whole); class b is two touching cells (watershed splits them)."""
+    from cell_seg.evaluate import BY_CLASS, evaluate_records
+
+    probs, channels = _touching_pair()
+    probs = np.concatenate([probs, np.zeros_like(probs[..., :1])], axis=-1)
+    channels = ["foreground", "border", "distance", "class_b", "class_a"]
+    one = probs.copy()
+    one[..., 1] = 0.05  # no border line: components and watershed both keep one cell ...
+    one[..., 2] = 0.0
+    one[4:8, 4:16, 2] = 0.9
+    one[..., 3], one[..., 4] = 0.0, probs[..., 3]
+    two_truth = np.zeros((12, 20), np.int32)
+    two_truth[2:10, 2:10], two_truth[2:10, 10:18] = 1, 2
+    one_truth = (two_truth > 0).astype(np.int32)
+    records = [{"probs": p, "truth": t, "class": c, "group": g}
+               for g, (p, t, c) in enumerate([(probs, two_truth, "b"), (one, one_truth, "a")] * 2)]
+    report, chosen = evaluate_records(records, channels, PostprocessConfig(min_area=1), tune=True,
+                                      modes=["components", "watershed"])
+    assert report["modes"][BY_CLASS]["map"] >= max(report["modes"][m]["map"] for m in ("components", "watershed"))
+    assert report["tuning"][BY_CLASS]["settings"]["per_class"]["b"]["mode"] == "watershed"
+    from cell_seg.evaluate import cross_tuned_scores
+
+    cross = cross_tuned_scores(records, channels, PostprocessConfig(min_area=1), modes=["components", "watershed"])
+    assert cross[BY_CLASS]["images"] == 4 and cross[BY_CLASS]["per_class"]["b"] == pytest.approx(1.0)
+    assert cross["components"]["per_class"]["b"] == 0.0
