@@ -5,6 +5,7 @@
     python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume   # after a kill
     python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet.yaml --resume --budget 40 train.epochs=34
     python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet.yaml --evaluate-only --tta
+    python -m bench.accuracy --dataset dsb2018 --config configs/dsb2018_unet_lite0.yaml --write-val bench/out/dsb_val.json
 
 Reads ../shared/data (or --data). The conversion uses the project's own converters; the split is
 the seeded, stratified one of `data.coco`. Training runs through `cell_seg.train.run`, which
@@ -186,6 +187,9 @@ def main():
                         "(halves by source): the figure to report; writes <run>/cross/metrics.json")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report again from the finished run's metrics.json, no training or tuning")
+    parser.add_argument("--write-val", metavar="PATH",
+                        help="write the validation part of the split as COCO JSON to PATH (for scoring a release "
+                        "with python -m cell_seg.evaluate), then exit")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     data_root = Path(args.data)
@@ -210,6 +214,12 @@ def main():
         extra = args.overrides + [f"train.time_budget_minutes={args.budget}"] if args.resume else []
         config = load_config(run_dir / "config.yaml", extra)
         config.out_dir = str(run_dir)
+    if args.write_val:
+        _, val_coco, _ = resolve_data(config)
+        write_json_atomic(val_coco, args.write_val)
+        print(f"{len(val_coco['images'])} validation images written to {args.write_val} (images in {images})",
+              file=sys.stderr)
+        return 0
     started = time.time()
     if not (args.evaluate_only or args.report_only or finished):
         run(config, resume=args.resume)  # trains, then tunes and scores on the validation part
