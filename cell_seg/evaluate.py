@@ -213,6 +213,16 @@ def available_modes(channels):
     return modes
 
 
+def check_modes(modes, channels):
+    """Raise `ConfigError` for a mode these output channels cannot serve."""
+    from cell_seg.errors import ConfigError
+
+    allowed = available_modes(channels)
+    unknown = [mode for mode in modes if mode not in allowed]
+    if unknown:
+        raise ConfigError(f"mode {unknown[0]!r}: this model's channels allow {', '.join(allowed)}")
+
+
 def evaluate_records(records, channels, postprocess=None, tune=False, modes=None):
     """Score every post-processing mode (tuning each first when `tune`) and choose one.
 
@@ -373,28 +383,32 @@ def describe_best_mode(report):
 
 
 def evaluate_run(run_dir, coco=None, images=None, tune=True, predictor=None, out_dir=None, tta=None, source=None,
-                 cross_tune=False):
+                 cross_tune=False, modes=None):
     """Evaluate a run (after training, or from the CLI) and write metrics.json and postprocess.json.
 
     The model is loaded from `run_dir` (its best checkpoint and metadata) unless `predictor` is given.
     `tta` averages the 8 flips and rotations of every image before post-processing (default: the
     model's own default, `Predictor.tta`). `cross_tune` adds "cross_tuned" to the report: every mode
     scored with settings tuned on other images (`cross_tuned_scores`). `source` is the
-    file `coco` was read from, named in errors.
+    file `coco` was read from, named in errors. `modes` limits the instance modes scored (default:
+    every mode the model's channels allow).
     """
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.inference import Predictor
+    from cell_seg.metadata import ModelMetadata
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir or run_dir)
+    if modes:
+        check_modes(modes, predictor.channels if predictor else ModelMetadata.of_model(run_dir).channels)
     predictor = predictor or Predictor.load(run_dir)
     dataset = CocoDataset(coco, images, source=source)
     started = time.time()
     tta = predictor.tta if tta is None else bool(tta)
     records = predict_dataset(predictor, dataset, desc="predicting (8 flips/rotations)" if tta else "predicting", tta=tta)
-    report, settings = evaluate_records(records, predictor.channels, predictor.postprocess, tune=tune)
+    report, settings = evaluate_records(records, predictor.channels, predictor.postprocess, tune=tune, modes=modes)
     if cross_tune:
-        report["cross_tuned"] = cross_tuned_scores(records, predictor.channels, predictor.postprocess)
+        report["cross_tuned"] = cross_tuned_scores(records, predictor.channels, predictor.postprocess, modes=modes)
     report["images"] = len(records)
     report["seconds"] = round(time.time() - started, 1)
     report["model"] = predictor.source

@@ -196,6 +196,19 @@ class ModelMetadata:
                 raise DataError(str(error), file=tuned) from None
         return metadata
 
+    @classmethod
+    def of_model(cls, path):
+        """The metadata of a run directory, a `.keras` file (its run's) or an exported SavedModel,
+        read without loading the model (no TensorFlow)."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError("model not found", file=path)
+        if path.is_dir() and (path / "saved_model.pb").is_file():
+            return cls.read(path / "assets" / FILENAME)
+        if path.suffix == ".keras":
+            return cls.read_run(path.parent if (path.parent / FILENAME).is_file() else path.parent.parent)
+        return cls.read_run(path)
+
     def write(self, path):
         """Write atomically as JSON."""
         write_json_atomic(self.to_dict(), path, indent=2)

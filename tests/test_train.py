@@ -185,6 +185,19 @@ def test_evaluate_cli_tunes_and_writes_postprocess(trained_run, synthetic, tmp_p
     assert "mAP" in result.stdout
 
 
+def test_evaluate_modes_limits_what_is_scored_and_refuses_a_mode_the_model_cannot_serve(trained_run, synthetic, tmp_path):
+    out, _, _ = trained_run
+    coco, images = synthetic
+    result = cli("cell_seg.evaluate", "--model", out, "--coco", coco, "--images", images, "--modes", "components",
+                 "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(json.loads((tmp_path / "metrics.json").read_text())["modes"]) == ["components"]
+    result = cli("cell_seg.evaluate", "--model", out, "--coco", coco, "--images", images, "--modes", "distance",
+                 "--out", tmp_path / "d")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "mode 'distance'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_evaluate_tta_scores_the_averaged_flips(trained_run, synthetic, tmp_path):
     from cell_seg.data.dataset import CocoDataset
     from cell_seg.evaluate import predict_dataset

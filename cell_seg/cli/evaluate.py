@@ -22,6 +22,9 @@ def main(argv=None):
     parser.add_argument("--cross-tune", action="store_true",
                         help="also score every mode with settings tuned on the other half of the images (halves "
                         "keep each image 'source' together): a figure not tuned on the images it scores")
+    parser.add_argument("--modes", nargs="+", metavar="MODE", choices=("components", "watershed", "distance"),
+                        help="instance modes to score and tune (default: every mode the model's channels allow; "
+                        "with classes, tuning also offers each class its best mode)")
     parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "
                         "or the current directory for a .keras file or SavedModel)")
     args = parser.parse_args(argv)
@@ -37,10 +40,15 @@ def main(argv=None):
     out = args.out or (model_path if model_path.is_dir() and not (model_path / "saved_model.pb").exists() else ".")
     if args.out:
         make_folder(out)  # an --out that cannot be written fails now, not after predicting every image
+    if args.modes:  # before the model loads: a wrong mode is a one-line error in a second
+        from cell_seg.evaluate import check_modes
+        from cell_seg.metadata import ModelMetadata
+
+        check_modes(args.modes, ModelMetadata.of_model(model_path).channels)
     predictor = Predictor.load(args.model)
     report = evaluate_run(model_path, coco=coco, images=args.images, tune=args.tune,
                           predictor=predictor, out_dir=out, tta=args.tta, source=args.coco,
-                          cross_tune=args.cross_tune)
+                          cross_tune=args.cross_tune, modes=args.modes)
     print(f"mAP {report['summary']['map']:.3f} on {report['images']} images ({describe_best_mode(report)}); "
           f"metrics written to {Path(out) / 'metrics.json'}")
     return 0
