@@ -118,7 +118,7 @@ def report(dataset, config, run_dir, train_seconds):
     if (run_dir / "tta" / "metrics.json").is_file():
         rows += _rows(read_json(run_dir / "tta" / "metrics.json"), suffix=" + TTA")
     cross = []
-    for folder, suffix in ((run_dir / "cross", ""), (run_dir / "tta", " + TTA")):
+    for folder, suffix in ((run_dir, ""), (run_dir / "cross", ""), (run_dir / "tta", " + TTA")):
         if (folder / "metrics.json").is_file():
             for mode, values in read_json(folder / "metrics.json").get("cross_tuned", {}).items():
                 cross.append({"mode": mode + suffix, **values})
@@ -184,9 +184,13 @@ def main():
                         help="also score with the 8 flips/rotations averaged (post-processing tuned again)")
     parser.add_argument("--cross-tune", action="store_true",
                         help="also score with post-processing tuned on the other half of the validation images "
-                        "(halves by source): the figure to report; writes <run>/cross/metrics.json")
+                        "(halves by source): the figure to report; writes <run>/cross/metrics.json (with --evaluate-only: "
+                        "into the run's own metrics.json, from the same prediction pass)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report again from the finished run's metrics.json, no training or tuning")
+    parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance"),
+                        help="with --evaluate-only, --tta or --cross-tune: the instance modes to tune and score "
+                        "(default: all the model allows)")
     parser.add_argument("--write-val", metavar="PATH",
                         help="write the validation part of the split as COCO JSON to PATH (for scoring a release "
                         "with python -m cell_seg.evaluate), then exit")
@@ -228,14 +232,17 @@ def main():
         from cell_seg.evaluate import evaluate_run
 
         _, val_coco, images = resolve_data(config)
+        modes = args.modes
         if args.evaluate_only:
-            evaluate_run(run_dir, coco=val_coco, images=images, tune=True)
+            # One prediction pass for both: the cross-tuned scores go into the run's own metrics.json.
+            evaluate_run(run_dir, coco=val_coco, images=images, tune=True, modes=modes,
+                         cross_tune=args.cross_tune and not args.tta)
         if args.tta:
             evaluate_run(run_dir, coco=val_coco, images=images, tune=True, out_dir=run_dir / "tta", tta=True,
-                         cross_tune=args.cross_tune)
-        elif args.cross_tune:
+                         cross_tune=args.cross_tune, modes=modes)
+        elif args.cross_tune and not args.evaluate_only:
             evaluate_run(run_dir, coco=val_coco, images=images, tune=True, out_dir=run_dir / "cross", tta=False,
-                         cross_tune=True)
+                         cross_tune=True, modes=modes)
     report(args.dataset, config, run_dir, train_seconds)
     return 0
 
