@@ -82,7 +82,7 @@ def main(argv=None):
     parser.add_argument("--format", default="labels", choices=FORMATS,
                         help="output format (default labels: 16-bit label PNGs with outline overlays)")
     parser.add_argument("--mode", choices=("components", "watershed", "distance"),
-                        help="override the post-processing mode (default: the model's)")
+                        help="one post-processing mode for every image (default: the model's, which may differ per cell type)")
     parser.add_argument("--postprocess", help="JSON file of post-processing settings that override the model's "
                         "(default: the model's tuned ones)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
