@@ -215,10 +215,11 @@ def make_signatures(padded_call, preprocess, in_channels):
     return signatures
 
 
-def export_metadata(predictor, model_path, weights_dtype="float32", tta=None):
+def export_metadata(predictor, model_path, weights_dtype="float32", tta=None, scale_by_kind=None):
     """The `ModelMetadata` of an export: the run's, with its post-processing, signatures and export facts.
 
     `tta` (True/False) makes averaging the 8 flips/rotations the export's default for prediction
+    (None: keep the run's); `scale_by_kind` ({kind: scale}, {} for none) sets the per-kind scales
     (None: keep the run's).
     """
     metadata = predictor.metadata
@@ -226,6 +227,7 @@ def export_metadata(predictor, model_path, weights_dtype="float32", tta=None):
         postprocess=predictor.postprocess,
         postprocess_tuned=bool(predictor.postprocess_tuned),
         tta=metadata.tta if tta is None else bool(tta),
+        scale_by_kind=metadata.scale_by_kind if scale_by_kind is None else dict(scale_by_kind),
         version=__version__,
         trained_with_version=metadata.version,
         exported_from=str(model_path),
@@ -258,6 +260,7 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     exported = Predictor.load(export_dir)
     channels = (3,) if predictor.in_channels == 3 else ()
     image = np.random.default_rng(0).integers(0, 256, size=shape + channels, dtype=np.uint8)
+    exported.scale_by_kind = {}  # the same resize on both sides: this compares the networks
     difference = float(np.abs(exported.predict_probs(image, tta=False) - predictor.predict_probs(image, tta=False)).max())
     tolerance = CHECK_TOLERANCE[weights_dtype]
     if not difference <= tolerance:
@@ -266,7 +269,7 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     return difference
 
 
-def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=None):
+def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=None, scale_by_kind=None):
     """Write the SavedModel of a run directory or `.keras` file to `out_dir`.
 
     The export is written to a temporary folder beside `out_dir` and renamed into place, so
@@ -278,6 +281,8 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=N
         check: load the export back and compare it with the Keras model on one image.
         weights_dtype: "float32", or "float16" to halve the size (probabilities move by a few 1e-3).
         tta: True to make prediction average the 8 flips/rotations by default (metadata "tta").
+        scale_by_kind: {image kind: scale} for prediction (metadata "scale_by_kind"), e.g.
+            {"fluorescence": 1.5}; None keeps the run's.
 
     Returns:
         `out_dir` as a Path.
@@ -307,7 +312,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=N
                              "a run trained on another backend loads there as it is")
         if predictor.keras_model is None:
             raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
-        metadata = export_metadata(predictor, model_path, weights_dtype, tta)
+        metadata = export_metadata(predictor, model_path, weights_dtype, tta, scale_by_kind)
         import tensorflow as tf
 
         module, signatures = build_module(predictor.keras_model, metadata, weights_dtype)

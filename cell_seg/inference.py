@@ -263,6 +263,8 @@ class Predictor:
         self.in_channels = int(metadata.in_channels)
         self.stride = int(metadata.stride)
         self.scale = float(metadata.scale if scale is None else scale)
+        # Per image kind (metadata "scale_by_kind"); a scale given here applies to every image.
+        self.scale_by_kind = {k: float(v) for k, v in metadata.scale_by_kind.items()} if scale is None else {}
         self.postprocess = resolve_postprocess(metadata.postprocess, postprocess)
         self.postprocess_tuned = metadata.postprocess_tuned
         self.tta = bool(metadata.tta if tta is None else tta)
@@ -448,11 +450,21 @@ class Predictor:
         tta = self.tta if tta is None else tta
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
-        if self.scale == 1.0:
+        scale = self.image_scale(image)
+        if scale == 1.0:
             return self._predict_checked(image, tta, tile, overlap, blend)
-        # The model saw images resized by `scale` in training: resize, predict, resize back.
-        probs = self._predict_checked(rescale(image, self.scale), tta, tile, overlap, blend)
+        # The model saw images resized by `scale` in training (or works better on this kind of image
+        # resized): resize, predict, resize back.
+        probs = self._predict_checked(rescale(image, scale), tta, tile, overlap, blend)
         return resize_to(probs, image.shape[:2])
+
+    def image_scale(self, image):
+        """The scale `image` is predicted at: its kind's (`scale_by_kind`, the metadata's) or `scale`."""
+        if not self.scale_by_kind:
+            return self.scale
+        from cell_seg.data.convert import image_modality
+
+        return self.scale_by_kind.get(image_modality(np.asarray(image)), self.scale)
 
     def _predict_checked(self, image, tta, tile, overlap, blend):
         """`predict_probs` of a checked image at the model's scale."""

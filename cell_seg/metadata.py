@@ -11,6 +11,9 @@ turn a raw image into instances the way the model was trained and tuned:
 - `postprocess`: the post-processing settings (`cell_seg.postprocess.PostprocessConfig`); a run's
   tuned `postprocess.json` takes their place (`postprocess_tuned` says which you have);
 - `tta`: whether prediction averages the 8 flips/rotations by default;
+- `scale_by_kind`: `{kind: scale}` used instead of `scale` for images of that kind
+  (`cell_seg.data.convert.image_modality`: fluorescence, brightfield or histology), e.g. small
+  fluorescent nuclei enlarged 1.5x by a model trained at 1x;
 - `config`: the training config (runs); `version` of cell_seg that wrote it; export facts
   (`trained_with_version`, `exported_from`, `signatures`, `output`, `weights_dtype`).
 
@@ -38,6 +41,8 @@ from cell_seg.preprocess import NORMALIZATION_MODES, check_normalization
 
 FILENAME = "metadata.json"
 TUNED_FILENAME = "postprocess.json"
+#: The image kinds `scale_by_kind` may name (what `cell_seg.data.convert.image_modality` returns).
+IMAGE_KINDS = ("fluorescence", "brightfield", "histology")
 REQUIRED_KEYS = ("channels", "normalization", "in_channels", "stride")
 EXPORT_HINT = "export the model again with python -m cell_seg.export"
 RUN_HINT = "a .keras file needs the metadata.json its training run wrote beside it"
@@ -56,6 +61,7 @@ class ModelMetadata:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     postprocess_tuned: bool = False
     tta: bool = False
+    scale_by_kind: dict = field(default_factory=dict)
     version: Optional[str] = None
     config: Optional[dict] = None
     trained_with_version: Optional[str] = None
@@ -94,6 +100,10 @@ class ModelMetadata:
             problems.append("stride must be a positive integer")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not self.scale > 0:
             problems.append("scale must be a positive number")
+        if not isinstance(self.scale_by_kind, dict) or any(
+                kind not in IMAGE_KINDS or isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+                for kind, value in self.scale_by_kind.items()):
+            problems.append(f"scale_by_kind must map image kinds ({', '.join(IMAGE_KINDS)}) to positive numbers")
         if not isinstance(self.tta, bool):
             problems.append("tta must be true or false")
         if problems:
@@ -110,7 +120,7 @@ class ModelMetadata:
                 continue
             if item.name == "postprocess":
                 value = value.to_dict()
-            if value is None:
+            if value is None or (item.name == "scale_by_kind" and not value):
                 continue
             out[item.name] = value
         out.update(self.extra)

@@ -532,3 +532,16 @@ def test_training_from_init_weights_starts_where_the_source_ended(run_dir, expor
     for got, want in zip(again.trainable_variables, source.trainable_variables):
         got, want = np.asarray(got.numpy()), np.asarray(want.numpy())
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
+
+
+def test_export_scale_by_kind_reaches_the_loaded_model(run_dir, tmp_path):
+    from cell_seg.export import export_model
+    from cell_seg.inference import Predictor
+
+    out = export_model(run_dir, tmp_path / "by_kind", scale_by_kind={"fluorescence": 1.5})  # its check passes too
+    predictor = Predictor.load(out)
+    assert predictor.scale_by_kind == {"fluorescence": 1.5} and predictor.scale == 1.0
+    assert predictor.image_scale(np.zeros((40, 40), np.uint8)) == 1.5
+    assert predictor.image_scale(np.full((40, 40), 220, np.uint8)) == 1.0
+    result = cli("cell_seg.export", "--model", run_dir, "--out", tmp_path / "bad", "--scale-by-kind", "phase=2")
+    assert result.returncode == 2 and "--scale-by-kind 'phase=2'" in result.stderr and "Traceback" not in result.stderr

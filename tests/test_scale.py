@@ -89,6 +89,37 @@ def test_metadata_scale_is_checked(tmp_path):
         ModelMetadata.read(path)
 
 
+def test_scale_by_kind_resizes_each_kind_of_image_by_its_own_scale(tmp_path):
+    """Dark background: fluorescence (1.5 here); bright: brightfield (the model's scale 1); colour: histology."""
+    from cell_seg.metadata import ModelMetadata
+
+    predictor, seen = _predictor(scale_by_kind={"fluorescence": 1.5, "histology": 2})
+    dark, bright = np.zeros(SHAPE, np.uint8), np.full(SHAPE, 200, np.uint8)
+    colour = np.zeros(SHAPE + (3,), np.uint8)
+    colour[..., 0] = 180
+    for image in (dark, bright, colour):
+        assert predictor.predict_probs(image).shape == SHAPE + (1,)
+    assert seen == [(72, 96), SHAPE, (96, 128)]
+    override, seen = _predictor(override=1.0, scale_by_kind={"fluorescence": 1.5})  # an explicit scale wins
+    override.predict_probs(dark)
+    assert seen == [SHAPE]
+    meta = {"channels": ["foreground"], "normalization": {"mode": "scale"}, "in_channels": 1, "stride": 32}
+    assert "scale_by_kind" not in ModelMetadata.from_dict(meta).to_dict()  # old files stay as they were
+    for bad in ({"phase": 1.5}, {"fluorescence": 0}, ["fluorescence"]):
+        with pytest.raises(ModelError, match="scale_by_kind"):
+            ModelMetadata.from_dict({**meta, "scale_by_kind": bad})
+
+
+def test_export_scale_by_kind_option_is_checked():
+    from cell_seg.cli.export import parse_scale_by_kind
+    from cell_seg.errors import ConfigError
+
+    assert parse_scale_by_kind(["fluorescence=1.5", "histology=1"]) == {"fluorescence": 1.5, "histology": 1.0}
+    for bad in ("fluorescence", "phase=2", "histology=-1", "brightfield=big"):
+        with pytest.raises(ConfigError, match="--scale-by-kind"):
+            parse_scale_by_kind([bad])
+
+
 # --- training samples ------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from cell_seg.cli.common import run_main
+from cell_seg.errors import ConfigError
 from cell_seg.export import WEIGHT_DTYPES, export_model
 
 
@@ -24,13 +25,42 @@ def main(argv=None):
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="make averaging the 8 flips/rotations the export's default for predict and evaluate "
                         "(default: as the run; --no-tta turns it off)")
+    parser.add_argument("--scale-by-kind", nargs="*", metavar="KIND=SCALE",
+                        help="predict images of a kind (fluorescence, brightfield, histology: cell_seg's guess from "
+                        "colour and background) at their own scale, e.g. fluorescence=1.5; without values: none "
+                        "(default: as the run)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip loading the export back and comparing it with the Keras model")
     args = parser.parse_args(argv)
-    out = export_model(args.model, args.out, check=not args.no_check, weights_dtype=args.weights_dtype, tta=args.tta)
+    scale_by_kind = None if args.scale_by_kind is None else parse_scale_by_kind(args.scale_by_kind)
+    out = export_model(args.model, args.out, check=not args.no_check, weights_dtype=args.weights_dtype, tta=args.tta,
+                       scale_by_kind=scale_by_kind)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     print(f"exported {args.model} to {out} ({size:.1f} MB)", file=sys.stderr)
     return 0
+
+
+def parse_scale_by_kind(items):
+    """{kind: scale} from ["fluorescence=1.5", ...]; a bad item is a one-line `ConfigError`.
+
+    Example:
+        >>> parse_scale_by_kind(["fluorescence=1.5"])
+        {'fluorescence': 1.5}
+    """
+    from cell_seg.metadata import IMAGE_KINDS
+
+    out = {}
+    for item in items:
+        kind, _, value = item.partition("=")
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = None
+        if kind not in IMAGE_KINDS or scale is None or not scale > 0:
+            raise ConfigError(f"--scale-by-kind {item!r}: expected KIND=SCALE with KIND one of "
+                              f"{', '.join(IMAGE_KINDS)} and SCALE a positive number")
+        out[kind] = scale
+    return out
 
 
 def cli():
