@@ -215,15 +215,17 @@ def make_signatures(padded_call, preprocess, in_channels):
     return signatures
 
 
-def export_metadata(predictor, model_path, weights_dtype="float32", tta=None, scale_by_kind=None):
+def export_metadata(predictor, model_path, weights_dtype="float32", tta=None, scale_by_kind=None, scale=None):
     """The `ModelMetadata` of an export: the run's, with its post-processing, signatures and export facts.
 
     `tta` (True/False) makes averaging the 8 flips/rotations the export's default for prediction
     (None: keep the run's); `scale_by_kind` ({kind: scale}, {} for none) sets the per-kind scales
-    (None: keep the run's).
+    (None: keep the run's); `scale` sets the scale every other image is predicted at (None: the
+    run's training scale).
     """
     metadata = predictor.metadata
     return metadata.replace(
+        scale=metadata.scale if scale is None else float(scale),
         postprocess=predictor.postprocess,
         postprocess_tuned=bool(predictor.postprocess_tuned),
         tta=metadata.tta if tta is None else bool(tta),
@@ -260,7 +262,7 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     exported = Predictor.load(export_dir)
     channels = (3,) if predictor.in_channels == 3 else ()
     image = np.random.default_rng(0).integers(0, 256, size=shape + channels, dtype=np.uint8)
-    exported.scale_by_kind = {}  # the same resize on both sides: this compares the networks
+    exported.scale_by_kind, exported.scale = {}, predictor.scale  # the same resize on both sides: this compares the networks
     difference = float(np.abs(exported.predict_probs(image, tta=False) - predictor.predict_probs(image, tta=False)).max())
     tolerance = CHECK_TOLERANCE[weights_dtype]
     if not difference <= tolerance:
@@ -269,7 +271,7 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     return difference
 
 
-def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=None, scale_by_kind=None):
+def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=None, scale_by_kind=None, scale=None):
     """Write the SavedModel of a run directory or `.keras` file to `out_dir`.
 
     The export is written to a temporary folder beside `out_dir` and renamed into place, so
@@ -283,6 +285,8 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=N
         tta: True to make prediction average the 8 flips/rotations by default (metadata "tta").
         scale_by_kind: {image kind: scale} for prediction (metadata "scale_by_kind"), e.g.
             {"fluorescence": 1.5}; None keeps the run's.
+        scale: the scale images are predicted at (metadata "scale"), e.g. 1.5 for a model trained at
+            1 that does better on enlarged images; None keeps the training scale.
 
     Returns:
         `out_dir` as a Path.
@@ -312,7 +316,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=N
                              "a run trained on another backend loads there as it is")
         if predictor.keras_model is None:
             raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
-        metadata = export_metadata(predictor, model_path, weights_dtype, tta, scale_by_kind)
+        metadata = export_metadata(predictor, model_path, weights_dtype, tta, scale_by_kind, scale)
         import tensorflow as tf
 
         module, signatures = build_module(predictor.keras_model, metadata, weights_dtype)

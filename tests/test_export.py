@@ -534,13 +534,14 @@ def test_training_from_init_weights_starts_where_the_source_ended(run_dir, expor
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
 
 
-def test_export_scale_by_kind_reaches_the_loaded_model(run_dir, tmp_path):
+def test_export_scale_and_scale_by_kind_reach_the_loaded_model(run_dir, tmp_path):
     from cell_seg.export import export_model
     from cell_seg.inference import Predictor
 
     out = export_model(run_dir, tmp_path / "by_kind", scale_by_kind={"fluorescence": 1.5})  # its check passes too
     predictor = Predictor.load(out)
     assert predictor.scale_by_kind == {"fluorescence": 1.5} and predictor.scale == 1.0
+    assert Predictor.load(export_model(run_dir, tmp_path / "at_1.5", scale=1.5)).scale == 1.5
     assert predictor.image_scale(np.zeros((40, 40), np.uint8)) == 1.5
     assert predictor.image_scale(np.full((40, 40), 220, np.uint8)) == 1.0
     result = cli("cell_seg.export", "--model", run_dir, "--out", tmp_path / "bad", "--scale-by-kind", "phase=2")

@@ -25,6 +25,10 @@ def main(argv=None):
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="make averaging the 8 flips/rotations the export's default for predict and evaluate "
                         "(default: as the run; --no-tta turns it off)")
+    parser.add_argument("--scale", type=float,
+                        help="resize images by this before the network when predicting (default: the training "
+                        "scale, data.scale), e.g. 1.5 for a model that finds small nuclei better enlarged; the raw "
+                        "signatures then expect images resized by it")
     parser.add_argument("--scale-by-kind", nargs="*", metavar="KIND=SCALE",
                         help="predict images of a kind (fluorescence, brightfield, histology: cell_seg's guess from "
                         "colour and background) at their own scale, e.g. fluorescence=1.5; without values: none "
@@ -33,8 +37,10 @@ def main(argv=None):
                         help="skip loading the export back and comparing it with the Keras model")
     args = parser.parse_args(argv)
     scale_by_kind = None if args.scale_by_kind is None else parse_scale_by_kind(args.scale_by_kind)
+    if args.scale is not None and not args.scale > 0:
+        raise ConfigError(f"--scale {args.scale:g}: must be a positive number")
     out = export_model(args.model, args.out, check=not args.no_check, weights_dtype=args.weights_dtype, tta=args.tta,
-                       scale_by_kind=scale_by_kind)
+                       scale_by_kind=scale_by_kind, scale=args.scale)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     print(f"exported {args.model} to {out} ({size:.1f} MB)", file=sys.stderr)
     return 0
