@@ -46,8 +46,10 @@ WEIGHT_DTYPES = ("float32", "float16")
 #: Largest variables file of an export (8 MiB): releases stay under 10 MB per file in git.
 SHARD_BYTES = 8 * 2**20
 #: Largest absolute difference of probabilities the export check accepts between SavedModel and Keras,
-#: per stored weight type (float16 weights moved the probabilities of the DSB2018 U-Net-B0 by up to 6e-3).
-CHECK_TOLERANCE = {"float32": 1e-4, "float16": 3e-2}
+#: per stored weight type. float16 weights moved the probabilities of the DSB2018 U-Net-B0 by up to 6e-3
+#: and those of the longer-trained U-Net-Lite0 by 3.5e-2 on the check's noise image (4.1e-2 at most, 2e-4
+#: on average, on 11 validation images, with the same mAP): the check catches broken exports, not rounding.
+CHECK_TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
 
 
 def _tf_percentiles(values, percentiles):
