@@ -257,9 +257,13 @@ def evaluate_records(records, channels, postprocess=None, tune=False, modes=None
         report["modes"][mode] = score_predictions(records, channels, config, full=True)
         chosen[mode] = config
     mixed = by_class_config(tuned) if tune else None
+    if not tune and any("mode" in overrides for overrides in base.per_class.values()):
+        mixed = base  # the model's own settings give each class its mode: score them as they are
+        own_mode = BY_CLASS
     if mixed is not None:
         report["modes"][BY_CLASS] = score_predictions(records, channels, mixed, full=True)
-        report["tuning"][BY_CLASS] = {"settings": mixed.to_dict(), "table": []}
+        if tune:
+            report["tuning"][BY_CLASS] = {"settings": mixed.to_dict(), "table": []}
         chosen[BY_CLASS] = mixed
         modes.append(BY_CLASS)  # last: a tie goes to a single mode
     scores = {mode: report["modes"][mode]["map"] for mode in modes}

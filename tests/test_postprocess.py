@@ -562,3 +562,7 @@ def test_tuning_with_classes_offers_each_class_its_best_mode():
     cross = cross_tuned_scores(records, channels, PostprocessConfig(min_area=1), modes=["components", "watershed"])
     assert cross[BY_CLASS]["images"] == 4 and cross[BY_CLASS]["per_class"]["b"] == pytest.approx(1.0)
     assert cross["components"]["per_class"]["b"] == 0.0
+    mixed = PostprocessConfig.from_dict(report["tuning"][BY_CLASS]["settings"])
+    untuned, own = evaluate_records(records, channels, mixed, modes=["components", "watershed"])
+    assert untuned["best_mode"] == BY_CLASS and own is mixed  # a model's per-class modes are scored as they are
+    assert untuned["modes"][BY_CLASS]["map"] == report["modes"][BY_CLASS]["map"]
