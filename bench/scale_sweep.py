@@ -93,8 +93,9 @@ def kind_cross_chosen(records, scales):
     `Predictor` applies to a model's `scale_by_kind`. Returns (pooled mean, [{kind: scale}] per half).
     """
     kinds = sorted({r["class"] for r in records})
+    a, b = cross_folds(records)
     chosen, scored = [], []
-    for tune, test in ((a, b) for a, b in [cross_folds(records), cross_folds(records)[::-1]]):
+    for tune, test in ((a, b), (b, a)):
         pick = {}
         for kind in kinds:
             subset = [r for r in tune if r["class"] == kind]

@@ -24,14 +24,12 @@ from cell_seg.metadata import ModelMetadata
 KEY = "model.init_weights"
 
 
-def _keras_source(keras_file, run_dir):
+def _keras_source(keras_file):
     from cell_seg.models import load_model
 
-    metadata = ModelMetadata.read_run(run_dir)
     model = load_model(keras_file, compile=False)
-    values = ([np.asarray(v.numpy()) for v in model.trainable_variables],
-              [np.asarray(v.numpy()) for v in model.non_trainable_variables])
-    return values, metadata.channels
+    return ([np.asarray(v.numpy()) for v in model.trainable_variables],
+            [np.asarray(v.numpy()) for v in model.non_trainable_variables])
 
 
 def _saved_model_source(export_dir):
@@ -40,8 +38,7 @@ def _saved_model_source(export_dir):
     except ImportError:
         raise ModelError(f"{KEY}: {export_dir} is a SavedModel, which needs TensorFlow to read; "
                          "give the run directory or its .keras file instead") from None
-    metadata = ModelMetadata.read(export_dir / "assets" / "metadata.json")
-    float16 = getattr(metadata, "weights_dtype", None) == "float16"
+    float16 = ModelMetadata.of_model(export_dir).weights_dtype == "float16"
     try:
         reader = tf.train.load_checkpoint(str(export_dir / "variables" / "variables"))
     except Exception as error:  # a missing or damaged variables folder
@@ -59,25 +56,29 @@ def _saved_model_source(export_dir):
         # float16 exports keep their values as int16 bits (see cell_seg.export.stored_variables).
         return [v.view(np.float16).astype(np.float32) if float16 and v.dtype == np.int16 else v for v in values]
 
-    return (stored("trainable"), stored("non_trainable")), metadata.channels
+    return stored("trainable"), stored("non_trainable")
 
 
 def read_initial_weights(path):
-    """((trainable, non_trainable) lists of arrays, channel names) of a run, `.keras` file or export."""
+    """((trainable, non_trainable) lists of arrays, channel names) of a run, `.keras` file or export.
+
+    The channel names come from the model's metadata (`ModelMetadata.of_model`, which finds it for
+    each kind of source)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config key '{KEY}': {path} does not exist")
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        return _saved_model_source(path)
-    if path.is_dir():
+        values = _saved_model_source(path)
+    elif path.is_dir():
         if not (path / "model.keras").is_file():
             raise ConfigError(f"config key '{KEY}': {path} is neither a run directory (no model.keras) "
                               "nor an exported SavedModel (no saved_model.pb)")
-        return _keras_source(path / "model.keras", path)
-    if path.suffix == ".keras":
-        run_dir = path.parent if (path.parent / "metadata.json").is_file() else path.parent.parent
-        return _keras_source(path, run_dir)
-    raise ConfigError(f"config key '{KEY}': {path}: expected a run directory, a .keras file or an exported SavedModel")
+        values = _keras_source(path / "model.keras")
+    elif path.suffix == ".keras":
+        values = _keras_source(path)
+    else:
+        raise ConfigError(f"config key '{KEY}': {path}: expected a run directory, a .keras file or an exported SavedModel")
+    return values, ModelMetadata.of_model(path).channels
 
 
 def initialise_weights(model, path, channels):
