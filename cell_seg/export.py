@@ -33,7 +33,7 @@ import numpy as np
 
 from cell_seg import __version__
 from cell_seg.errors import ModelError
-from cell_seg.preprocess import LUMINANCE_WEIGHTS, MINMAX_PERCENTILES
+from cell_seg.preprocess import COLOUR_SPREAD, LUMINANCE_WEIGHTS, MINMAX_PERCENTILES
 
 SIGNATURES = {
     "serve_image": "uint8 H x W x C image -> probabilities H x W x K",
@@ -87,6 +87,25 @@ def make_preprocess(metadata):
         std = np.asarray(norm["std"], np.float32).reshape(-1)
     weights = [np.float32(w) for w in LUMINANCE_WEIGHTS]
 
+    def minmax(x):
+        bounds = _tf_percentiles(tf.reshape(x, [-1]), MINMAX_PERCENTILES)
+        low, high = tf.cast(bounds[0], tf.float32), tf.cast(bounds[1] - bounds[0], tf.float32)
+        spread = bounds[1] > bounds[0]
+        scaled = tf.clip_by_value((x - low) / tf.where(spread, high, 1.0), 0.0, 1.0)
+        return tf.where(spread, scaled, tf.zeros_like(x))  # all zeros for a constant image, as numpy
+
+    def grey_dark(x, scale):
+        colour = tf.equal(tf.shape(x)[-1], 3)
+        grey = tf.cond(colour,
+                       lambda: x[..., 0:1] * weights[0] + x[..., 1:2] * weights[1] + x[..., 2:3] * weights[2],
+                       lambda: x)
+        stretched = minmax(tf.ensure_shape(grey, [None, None, 1]))
+        spread = tf.reduce_mean(tf.reduce_max(x, axis=-1) - tf.reduce_min(x, axis=-1)) / scale
+        median = _tf_percentiles(tf.reshape(stretched, [-1]), [50.0])[0]
+        invert = tf.logical_or(tf.logical_and(colour, spread > COLOUR_SPREAD), median > 0.5)
+        out = tf.where(invert, 1.0 - stretched, stretched)
+        return tf.tile(out, [1, 1, in_channels]) if in_channels == 3 else out
+
     def preprocess(image):
         scale = 65535.0 if image.dtype == tf.uint16 else 255.0
         channels = tf.shape(image)[-1]
@@ -94,6 +113,8 @@ def make_preprocess(metadata):
             tf.reduce_any(tf.equal(channels, [1, 3, 4])), True,
             message="image must be H x W x C with C = 1, 3 or 4")
         x = tf.cast(image[..., :3], tf.float32)  # step 1 (alpha dropped) and 2
+        if mode == "grey_dark":
+            return grey_dark(x, scale)
         if in_channels == 3:
             x = tf.cond(tf.equal(tf.shape(x)[-1], 1), lambda: tf.tile(x, [1, 1, 3]), lambda: x)
         else:
@@ -103,11 +124,7 @@ def make_preprocess(metadata):
                         lambda: x)
         x = tf.ensure_shape(x, [None, None, in_channels])
         if mode == "minmax":
-            bounds = _tf_percentiles(tf.reshape(x, [-1]), MINMAX_PERCENTILES)
-            low, high = tf.cast(bounds[0], tf.float32), tf.cast(bounds[1] - bounds[0], tf.float32)
-            spread = bounds[1] > bounds[0]
-            scaled = tf.clip_by_value((x - low) / tf.where(spread, high, 1.0), 0.0, 1.0)
-            return tf.where(spread, scaled, tf.zeros_like(x))  # all zeros for a constant image, as numpy
+            return minmax(x)
         x = x / scale
         if mode == "standard":
             x = (x - mean) / std

@@ -99,6 +99,7 @@ VARIANTS = {
     "minmax": ({"mode": "minmax", "mean": None, "std": None}, 3),
     "standard_rgb": ({"mode": "standard", "mean": [0.3, 0.4, 0.5], "std": [0.2, 0.25, 0.3]}, 3),
     "standard_gray_model": ({"mode": "standard", "mean": 0.4, "std": 0.2}, 1),
+    "grey_dark": ({"mode": "grey_dark", "mean": None, "std": None}, 3),
 }
 
 
@@ -169,6 +170,26 @@ def test_saved_model_equals_keras_on_raw_images(variants, variant, shape, dtype)
     assert probs.shape == shape[:2] + (2,) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, expected, rtol=0, atol=ATOL)
     assert float(expected.std()) > 1e-4  # the model does not answer a constant: the comparison means something
+
+
+@pytest.mark.parametrize("kind", ["dark_grey", "bright_grey_16bit", "stained_colour", "grey_as_rgb"])
+def test_grey_dark_inverts_in_the_graph_as_numpy_does(variants, kind):
+    from cell_seg.preprocess import is_dark_on_light
+
+    run, saved, model = variants["grey_dark"]
+    metadata = json.loads((run / "metadata.json").read_text())
+    dark = (random_image((97, 131), np.uint8).astype(np.uint16) ** 2 // 255).astype(np.uint8)  # skewed dark: the median is well below the middle
+    image = {
+        "dark_grey": dark,
+        "bright_grey_16bit": (65535 - dark.astype(np.uint16) * 200).astype(np.uint16),
+        "stained_colour": np.dstack([dark, dark // 2, dark]).astype(np.uint8),
+        "grey_as_rgb": np.dstack([dark] * 3),
+    }[kind]
+    inverted = is_dark_on_light(image, normalize_image(image, "minmax", in_channels=1))
+    assert inverted == (kind in ("bright_grey_16bit", "stained_colour"))
+    expected = keras_reference(model, metadata, image)
+    np.testing.assert_allclose(saved.predict_probs(image), expected, rtol=0, atol=ATOL)
+    assert float(expected.std()) > 1e-4
 
 
 def test_minmax_of_a_constant_image_is_all_zeros_in_the_graph_too(variants):

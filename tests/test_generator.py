@@ -144,6 +144,27 @@ def test_standard_normalization_and_errors(coco_dir):
         _sequence(coco_dir, augment="wild")
 
 
+def test_grey_dark_turns_stained_colour_into_one_inverted_grey_channel(tmp_path):
+    from cell_seg.files import read_image
+    from cell_seg.preprocess import normalize_image
+
+    write_synthetic_coco(tmp_path, n_images=2, shape=SHAPE, seed=3, cells=(3, 6))
+    coco = read_json(tmp_path / "coco.json")
+    for entry in coco["images"]:  # tint each grey image pink, as a stained slide
+        path = tmp_path / "images" / entry["file_name"]
+        grey = read_image(path).astype(np.float32)
+        write_image(np.dstack([grey, grey * 0.6, grey * 0.9]).astype(np.uint8), path)
+    plain = _sequence(tmp_path, crop_size=None, augment="none", normalization="grey_dark")
+    x, _ = plain.load_sample(coco["images"][0]["id"], pad=False)
+    stained = read_image(tmp_path / "images" / coco["images"][0]["file_name"])
+    np.testing.assert_array_equal(x, normalize_image(stained, "grey_dark"))
+    luminance = normalize_image(stained, "minmax", in_channels=1)[..., 0]
+    np.testing.assert_allclose(x[..., 0], 1 - luminance, atol=1e-6)  # stained colour is inverted
+    augmented = _sequence(tmp_path, batch_size=2, crop_size=32, augment="strong", normalization="grey_dark")
+    batch, _ = augmented[0]
+    np.testing.assert_array_equal(batch[..., 0], batch[..., 2])  # augmented as one channel
+
+
 def test_to_tf_dataset_epochs_and_shapes(coco_dir):
     sequence = _sequence(coco_dir, batch_size=4, crop_size=32, augment="light", seed=2, workers=2)
     dataset = to_tf_dataset(sequence, prefetch=1)

@@ -46,6 +46,30 @@ def test_minmax_uses_robust_percentiles():
     assert not normalize_image(np.full((4, 4), 9, np.uint16), "minmax").any()
 
 
+def test_grey_dark_shows_every_kind_as_bright_objects_on_dark():
+    rng = np.random.default_rng(0)
+    dark = (rng.random((40, 50)) ** 3 * 255).astype(np.uint8)  # fluorescence: mostly dark
+    stretched = normalize_image(dark, "minmax", in_channels=1)
+    out = normalize_image(dark, "grey_dark")
+    assert out.shape == (40, 50, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[..., 0], stretched[..., 0])  # not inverted
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+    bright = (255 - dark).astype(np.uint8)  # brightfield: dark objects on a bright background
+    np.testing.assert_allclose(normalize_image(bright, "grey_dark", in_channels=1), stretched, atol=1e-6)
+
+    # Stained colour is inverted even where its median is dark (dense tissue).
+    stained = np.dstack([dark, (dark * 0.5).astype(np.uint8), dark]).astype(np.uint8)
+    luminance = normalize_image(stained, "minmax", in_channels=1)
+    assert np.median(luminance) < 0.5
+    np.testing.assert_allclose(normalize_image(stained, "grey_dark", in_channels=1), 1 - luminance, atol=1e-6)
+    # Grey stored as RGB is not colour; 16-bit works the same as 8-bit.
+    np.testing.assert_allclose(normalize_image(np.dstack([dark] * 3), "grey_dark"), out, atol=1e-5)
+    wide = dark.astype(np.uint16) * 257
+    np.testing.assert_allclose(normalize_image(wide, "grey_dark"), out, atol=1e-6)
+    assert not normalize_image(np.full((4, 4, 3), 9, np.uint8), "grey_dark").any()
+
+
 def test_standard_per_channel():
     image = np.full((2, 2, 3), 255, np.uint8)
     out = normalize_image(image, "standard", mean=[0.5, 0.25, 0.0], std=[0.5, 0.25, 2.0])

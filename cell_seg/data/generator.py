@@ -7,7 +7,7 @@ use of that name). The only module of `cell_seg.data` that imports TensorFlow/Ke
 
 Per sample: raw image (`CocoDataset.load_image`) and label map (`CocoDataset.load_labels`) ->
 resized by `scale` when it is not 1 (image interpolated, label map nearest; `Predictor` resizes
-images the same way and returns its outputs at the original size) -> `normalize_image` ("scale" or "minmax"; for "standard", "scale" first) -> augmentation of image
+images the same way and returns its outputs at the original size) -> `normalize_image` ("scale", "minmax" or "grey_dark"; for "standard", "scale" first) -> augmentation of image
 and label map together (with the random crop in training mode) -> for "standard", `(x - mean) /
 std` -> targets from the augmented label map (`build_targets`) -> zero padding at the bottom and
 right to a multiple of `pad_multiple`.
@@ -235,7 +235,7 @@ class SampleBatches(ThreadStateNotPickled):
         x = normalize_image(image, mode, in_channels=self.in_channels)
         # A grayscale image repeated to 3 channels is augmented as one channel: a third of the
         # work, and the channels stay identical, as they are at prediction time.
-        repeated = x.shape[2] == 3 and (image.ndim == 2 or image.shape[2] == 1)
+        repeated = x.shape[2] == 3 and (image.ndim == 2 or image.shape[2] == 1 or mode == "grey_dark")
         if repeated:
             x = x[..., :1]
         x, label_map = self.augmentation(x, label_map, seed=seed)
