@@ -48,7 +48,8 @@ class DataConfig:
     batch_size: int = 4
     val_batch_size: int = 1
     augment: Any = "light"  # none | light | strong | list of {name: AlbumentationsTransform, ...}
-    normalization: str = "scale"  # scale (dtype max) | minmax (per-image percentiles) | standard (mean/std) | grey_dark (grey, bright on dark)
+    # scale (dtype max) | minmax (per-image percentiles) | standard (mean/std) | grey_dark (grey, bright on dark)
+    normalization: str = "scale"
     mean: Optional[Any] = None  # for normalization=standard
     std: Optional[Any] = None
     class_balanced: bool = False  # sample images inversely to their class frequency

@@ -178,7 +178,8 @@ def test_grey_dark_inverts_in_the_graph_as_numpy_does(variants, kind):
 
     run, saved, model = variants["grey_dark"]
     metadata = json.loads((run / "metadata.json").read_text())
-    dark = (random_image((97, 131), np.uint8).astype(np.uint16) ** 2 // 255).astype(np.uint8)  # skewed dark: the median is well below the middle
+    # Skewed dark: the median is well below the middle.
+    dark = (random_image((97, 131), np.uint8).astype(np.uint16) ** 2 // 255).astype(np.uint8)
     image = {
         "dark_grey": dark,
         "bright_grey_16bit": (65535 - dark.astype(np.uint16) * 200).astype(np.uint16),
