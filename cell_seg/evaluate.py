@@ -256,10 +256,12 @@ def evaluate_records(records, channels, postprocess=None, tune=False, modes=None
             tuned[mode] = (config, table)
         report["modes"][mode] = score_predictions(records, channels, config, full=True)
         chosen[mode] = config
-    mixed = by_class_config(tuned) if tune else None
-    if not tune and any("mode" in overrides for overrides in base.per_class.values()):
-        mixed = base  # the model's own settings give each class its mode: score them as they are
-        own_mode = BY_CLASS
+    mixed = None
+    if tune:
+        mixed = by_class_config(tuned)
+    elif any("mode" in overrides for overrides in base.per_class.values()):
+        # The model's own settings give each class its mode: score them as they are.
+        mixed, own_mode = base, BY_CLASS
     if mixed is not None:
         report["modes"][BY_CLASS] = score_predictions(records, channels, mixed, full=True)
         if tune:

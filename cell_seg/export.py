@@ -94,12 +94,15 @@ def make_preprocess(metadata):
         scaled = tf.clip_by_value((x - low) / tf.where(spread, high, 1.0), 0.0, 1.0)
         return tf.where(spread, scaled, tf.zeros_like(x))  # all zeros for a constant image, as numpy
 
-    def grey_dark(x, scale):
-        colour = tf.equal(tf.shape(x)[-1], 3)
-        grey = tf.cond(colour,
+    def grey(x):
+        # As numpy, in this order: R * w0 + G * w1 + B * w2, all float32; a 1-channel image as it is.
+        return tf.cond(tf.equal(tf.shape(x)[-1], 3),
                        lambda: x[..., 0:1] * weights[0] + x[..., 1:2] * weights[1] + x[..., 2:3] * weights[2],
                        lambda: x)
-        stretched = minmax(tf.ensure_shape(grey, [None, None, 1]))
+
+    def grey_dark(x, scale):
+        colour = tf.equal(tf.shape(x)[-1], 3)
+        stretched = minmax(tf.ensure_shape(grey(x), [None, None, 1]))
         spread = tf.reduce_mean(tf.reduce_max(x, axis=-1) - tf.reduce_min(x, axis=-1)) / scale
         median = _tf_percentiles(tf.reshape(stretched, [-1]), [50.0])[0]
         invert = tf.logical_or(tf.logical_and(colour, spread > COLOUR_SPREAD), median > 0.5)
@@ -118,10 +121,7 @@ def make_preprocess(metadata):
         if in_channels == 3:
             x = tf.cond(tf.equal(tf.shape(x)[-1], 1), lambda: tf.tile(x, [1, 1, 3]), lambda: x)
         else:
-            # As numpy, in this order: R * w0 + G * w1 + B * w2, all float32.
-            x = tf.cond(tf.equal(tf.shape(x)[-1], 3),
-                        lambda: x[..., 0:1] * weights[0] + x[..., 1:2] * weights[1] + x[..., 2:3] * weights[2],
-                        lambda: x)
+            x = grey(x)
         x = tf.ensure_shape(x, [None, None, in_channels])
         if mode == "minmax":
             return minmax(x)

@@ -44,7 +44,7 @@ from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.targets import build_targets, channel_names
 from cell_seg.data.workers import ThreadStateNotPickled
 from cell_seg.errors import ConfigError, DataError
-from cell_seg.preprocess import check_normalization, normalize_image, pad_to_multiple, rescale
+from cell_seg.preprocess import check_normalization, is_grey_input, normalize_image, pad_to_multiple, rescale
 
 
 #: `DataConfig` fields that shape batches (the others say where data is and how it is split).
@@ -235,7 +235,7 @@ class SampleBatches(ThreadStateNotPickled):
         x = normalize_image(image, mode, in_channels=self.in_channels)
         # A grayscale image repeated to 3 channels is augmented as one channel: a third of the
         # work, and the channels stay identical, as they are at prediction time.
-        repeated = x.shape[2] == 3 and (image.ndim == 2 or image.shape[2] == 1 or mode == "grey_dark")
+        repeated = x.shape[2] == 3 and is_grey_input(image, mode)
         if repeated:
             x = x[..., :1]
         x, label_map = self.augmentation(x, label_map, seed=seed)
