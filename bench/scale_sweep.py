@@ -25,15 +25,9 @@ from tqdm import tqdm
 from cell_seg.errors import DataError
 from cell_seg.evaluate import cross_folds
 from cell_seg.files import read_json, write_json_atomic, write_text_atomic
+from cell_seg.preprocess import median_diameter
 
 SIZE_BANDS = ((0, 12), (12, 20), (20, 35), (35, 1e9))
-
-
-def median_diameter(label_map):
-    """Median equivalent diameter (px) of the instances of a label map; nan when there are none."""
-    counts = np.bincount(label_map.ravel())[1:]
-    counts = counts[counts > 0]
-    return float(2 * np.sqrt(np.median(counts) / np.pi)) if counts.size else float("nan")
 
 
 def sweep(model, coco, images, scales, limit=None):
@@ -52,7 +46,7 @@ def sweep(model, coco, images, scales, limit=None):
         record = {"key": dataset.key(image_id), "class": dataset.image_class(image_id),
                   "group": str(info.get("source", dataset.key(image_id))),
                   "true_diameter": median_diameter(truth), "scores": {}}
-        predictor.scale_by_kind = {}  # every image at the swept scale
+        predictor.scale_by_kind, predictor.target_diameter = {}, None  # every image at the swept scale
         for scale in scales:
             predictor.scale = float(scale)
             labels, _ = predictor.predict_instances(image, tta=False)

@@ -44,6 +44,9 @@ class DataConfig:
     channels: list = field(default_factory=lambda: ["foreground", "border"])  # targets: foreground, border, distance, classes
     border_width: int = 0  # extra ring (px) inside each outline added to the border target
     scale: float = 1.0  # resize images (labels: nearest) by this before the network; outputs come back at the original size
+    # resize each image so its median object diameter (from its labels) becomes this many px, instead
+    # of `scale`; the model then predicts with the size rule (cell_seg.inference), e.g. 28 for nuclei
+    target_diameter: Optional[float] = None
     crop_size: Optional[int] = 256  # random training crops; null = whole images padded
     batch_size: int = 4
     val_batch_size: int = 1
@@ -264,6 +267,12 @@ def _validate(config):
         raise ConfigError("config key 'data.channels' must include 'foreground'")
     if not 0.1 <= config.data.scale <= 8:
         raise ConfigError(f"config key 'data.scale' must be between 0.1 and 8, not {config.data.scale!r}")
+    target = config.data.target_diameter
+    if target is not None and not 4 <= target <= 256:
+        raise ConfigError(f"config key 'data.target_diameter' must be between 4 and 256 px (or null), not {target!r}")
+    if target is not None and config.data.scale != 1:
+        raise ConfigError("config keys 'data.target_diameter' and 'data.scale' exclude each other: "
+                          "set one (the size rule picks a scale per image)")
     if config.data.crop_size is not None and config.data.crop_size < 32:
         raise ConfigError("config key 'data.crop_size' must be at least 32 (or null for whole images)")
     for key in ("data.batch_size", "data.val_batch_size", "train.epochs", "data.workers"):

@@ -234,13 +234,15 @@ def make_signatures(padded_call, preprocess, in_channels):
     return signatures
 
 
-def export_metadata(predictor, model_path, weights_dtype="float32", tta=None, scale_by_kind=None, scale=None):
+def export_metadata(predictor, model_path, weights_dtype="float32", tta=None, scale_by_kind=None, scale=None,
+                    target_diameter=None):
     """The `ModelMetadata` of an export: the run's, with its post-processing, signatures and export facts.
 
     `tta` (True/False) makes averaging the 8 flips/rotations the export's default for prediction
     (None: keep the run's); `scale_by_kind` ({kind: scale}, {} for none) sets the per-kind scales
     (None: keep the run's); `scale` sets the scale every other image is predicted at (None: the
-    run's training scale).
+    run's training scale); `target_diameter` turns on the size rule with that target (px; 0 turns it
+    off, None keeps the run's).
     """
     metadata = predictor.metadata
     return metadata.replace(
@@ -249,6 +251,8 @@ def export_metadata(predictor, model_path, weights_dtype="float32", tta=None, sc
         postprocess_tuned=bool(predictor.postprocess_tuned),
         tta=metadata.tta if tta is None else bool(tta),
         scale_by_kind=metadata.scale_by_kind if scale_by_kind is None else dict(scale_by_kind),
+        target_diameter=(metadata.target_diameter if target_diameter is None
+                         else float(target_diameter) if target_diameter else None),
         version=__version__,
         trained_with_version=metadata.version,
         exported_from=str(model_path),
@@ -281,7 +285,9 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     exported = Predictor.load(export_dir)
     channels = (3,) if predictor.in_channels == 3 else ()
     image = np.random.default_rng(0).integers(0, 256, size=shape + channels, dtype=np.uint8)
-    exported.scale_by_kind, exported.scale = {}, predictor.scale  # the same resize on both sides: this compares the networks
+    # The same resize on both sides: this compares the networks.
+    exported.scale_by_kind, exported.target_diameter, exported.scale = {}, None, predictor.scale
+    predictor.scale_by_kind, predictor.target_diameter = {}, None
     difference = float(np.abs(exported.predict_probs(image, tta=False) - predictor.predict_probs(image, tta=False)).max())
     tolerance = CHECK_TOLERANCE[weights_dtype]
     if not difference <= tolerance:
@@ -290,7 +296,8 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     return difference
 
 
-def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=None, scale_by_kind=None, scale=None):
+def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=None, scale_by_kind=None, scale=None,
+                 target_diameter=None):
     """Write the SavedModel of a run directory or `.keras` file to `out_dir`.
 
     The export is written to a temporary folder beside `out_dir` and renamed into place, so
@@ -306,6 +313,9 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=N
             {"fluorescence": 1.5}; None keeps the run's.
         scale: the scale images are predicted at (metadata "scale"), e.g. 1.5 for a model trained at
             1 that does better on enlarged images; None keeps the training scale.
+        target_diameter: the size rule's target (px, metadata "target_diameter"): each image is
+            predicted at the factor that brings the median diameter of the objects found at
+            `scale` to it; 0 turns the rule off, None keeps the run's.
 
     Returns:
         `out_dir` as a Path.
@@ -335,7 +345,7 @@ def export_model(model_path, out_dir, check=True, weights_dtype="float32", tta=N
                              "a run trained on another backend loads there as it is")
         if predictor.keras_model is None:
             raise ModelError(f"{model_path}: already a SavedModel; export needs a run directory or a .keras file")
-        metadata = export_metadata(predictor, model_path, weights_dtype, tta, scale_by_kind, scale)
+        metadata = export_metadata(predictor, model_path, weights_dtype, tta, scale_by_kind, scale, target_diameter)
         import tensorflow as tf
 
         module, signatures = build_module(predictor.keras_model, metadata, weights_dtype)

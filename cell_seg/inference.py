@@ -24,6 +24,11 @@ is cut (see `tile_window`).
 A model trained on resized images (`data.scale`, stored as "scale" in its metadata) gets every
 image resized by that factor first (`cell_seg.preprocess.rescale`); its probabilities are
 resized back, so callers always see the original size. Tiling and TTA work on the resized image.
+A model with a "target_diameter" (trained with `data.target_diameter`, or given one at export)
+picks the factor per image instead, by the size rule: predict at `scale` without TTA, measure the
+median diameter `d` of the instances found (`cell_seg.preprocess.median_diameter`), and take
+`target / d` (`size_scale`); when that differs from the scale it was measured at by more than
+`SIZE_TOLERANCE`, measure once more at it. The last measurement's factor is the one predicted at.
 
 What the model needs to do its best travels with it in its metadata (`cell_seg.metadata`):
 the post-processing settings (`Predictor.postprocess`, a `PostprocessConfig`), the scale and
@@ -39,12 +44,15 @@ import numpy as np
 from cell_seg.errors import ConfigError, DataError, ModelError, first_line
 from cell_seg.metadata import ModelMetadata
 from cell_seg.postprocess import PostprocessConfig, to_instances
-from cell_seg.preprocess import crop_to, normalize_image, pad_to_multiple, rescale, resize_to
+from cell_seg.preprocess import (crop_to, median_diameter, normalize_image, pad_to_multiple, rescale, resize_to,
+                                 size_scale)
 
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 DEFAULT_OVERLAP = 64
 BLEND_MODES = ("center", "linear")
 AUTO_OVERLAP = "auto"  # overlap=AUTO_OVERLAP: Predictor.tile_overlap(tile), from the measured receptive field
+SIZE_ESTIMATES = 2  # the size rule measures the objects at most this many times
+SIZE_TOLERANCE = 1.1  # ... and stops when the factor it finds is within this ratio of the one it measured at
 RECEPTIVE_FIELD_ULPS = 16  # float32 ulps an output must change by to count as influenced
 
 
@@ -238,7 +246,9 @@ class Predictor:
         blend: how tiles are joined: "center" (each keeps its centre) or "linear" (weighted
             average over the overlaps).
         scale: resize images by this before the network (default: the metadata's "scale", 1.0
-            for models trained without one); outputs are returned at the original size.
+            for models trained without one, or per image as its "scale_by_kind" or
+            "target_diameter" say); outputs are returned at the original size. A scale given here
+            applies to every image.
         tta: average the 8 flips/rotations by default (default: the metadata's "tta").
 
     Example:
@@ -265,6 +275,9 @@ class Predictor:
         self.scale = float(metadata.scale if scale is None else scale)
         # Per image kind (metadata "scale_by_kind"); a scale given here applies to every image.
         self.scale_by_kind = {k: float(v) for k, v in metadata.scale_by_kind.items()} if scale is None else {}
+        # The size rule (metadata "target_diameter"): a scale per image from the objects found in it.
+        target = metadata.target_diameter
+        self.target_diameter = float(target) if target is not None and scale is None else None
         self.postprocess = resolve_postprocess(metadata.postprocess, postprocess)
         self.postprocess_tuned = metadata.postprocess_tuned
         self.tta = bool(metadata.tta if tta is None else tta)
@@ -450,21 +463,50 @@ class Predictor:
         tta = self.tta if tta is None else tta
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
-        scale = self.image_scale(image)
+        probs = None
+        if self.target_diameter is not None:
+            scale, probs = self.size_rule(image, tile, overlap, blend)
+        else:
+            scale = self.image_scale(image)
+        if probs is None or tta:
+            probs = self._predict_at(image, scale, tta, tile, overlap, blend)
+        return probs
+
+    def _predict_at(self, image, scale, tta, tile, overlap, blend):
+        """Probabilities of a checked image resized by `scale`, returned at its own size."""
         if scale == 1.0:
             return self._predict_checked(image, tta, tile, overlap, blend)
-        # The model saw images resized by `scale` in training (or works better on this kind of image
-        # resized): resize, predict, resize back.
+        # The model saw images resized by `scale` in training (or works better on this kind or size of
+        # image resized): resize, predict, resize back.
         probs = self._predict_checked(rescale(image, scale), tta, tile, overlap, blend)
         return resize_to(probs, image.shape[:2])
 
     def image_scale(self, image):
-        """The scale `image` is predicted at: its kind's (`scale_by_kind`, the metadata's) or `scale`."""
+        """The scale `image` is predicted at without the size rule: its kind's (`scale_by_kind`) or `scale`."""
         if not self.scale_by_kind:
             return self.scale
         from cell_seg.data.convert import image_modality
 
         return self.scale_by_kind.get(image_modality(np.asarray(image)), self.scale)
+
+    def size_rule(self, image, tile=None, overlap=None, blend=None):
+        """(scale, probabilities at it without TTA or None) of a checked image by the size rule.
+
+        Predicts at `scale`, measures the median diameter of the instances `self.postprocess` finds
+        and takes the factor that brings it to `target_diameter` (`size_scale`; `scale` when nothing
+        is found). A factor more than `SIZE_TOLERANCE` away from the one measured at is measured
+        again, up to `SIZE_ESTIMATES` times; the probabilities come back when the final factor is
+        one that was measured at (saving a prediction when no TTA follows).
+        """
+        scale = self.scale
+        for _ in range(SIZE_ESTIMATES):
+            probs = self._predict_at(image, scale, False, tile, overlap, blend)
+            labels, _ = to_instances(probs, self.channels, config=self.postprocess)
+            found = size_scale(median_diameter(labels), self.target_diameter, default=scale)
+            if max(found, scale) / min(found, scale) <= SIZE_TOLERANCE:
+                return scale, probs
+            scale = found
+        return scale, None
 
     def _predict_checked(self, image, tta, tile, overlap, blend):
         """`predict_probs` of a checked image at the model's scale."""

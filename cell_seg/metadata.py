@@ -14,6 +14,9 @@ turn a raw image into instances the way the model was trained and tuned:
 - `scale_by_kind`: `{kind: scale}` used instead of `scale` for images of that kind
   (`cell_seg.data.convert.image_modality`: fluorescence, brightfield or histology), e.g. small
   fluorescent nuclei enlarged 1.5x by a model trained at 1x;
+- `target_diameter`: the size rule instead of one scale (`cell_seg.inference.Predictor`): each
+  image is predicted at the factor that brings the median diameter of the objects found in it
+  to this many pixels (`data.target_diameter` of a run trained that way, or set at export);
 - `config`: the training config (runs); `version` of cell_seg that wrote it; export facts
   (`trained_with_version`, `exported_from`, `signatures`, `output`, `weights_dtype`).
 
@@ -62,6 +65,7 @@ class ModelMetadata:
     postprocess_tuned: bool = False
     tta: bool = False
     scale_by_kind: dict = field(default_factory=dict)
+    target_diameter: Optional[float] = None
     version: Optional[str] = None
     config: Optional[dict] = None
     trained_with_version: Optional[str] = None
@@ -104,6 +108,11 @@ class ModelMetadata:
                 kind not in IMAGE_KINDS or isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
                 for kind, value in self.scale_by_kind.items()):
             problems.append(f"scale_by_kind must map image kinds ({', '.join(IMAGE_KINDS)}) to positive numbers")
+        target = self.target_diameter
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0):
+            problems.append("target_diameter must be a positive number (or absent)")
+        elif target is not None and self.scale_by_kind:
+            problems.append("scale_by_kind and target_diameter exclude each other")
         if not isinstance(self.tta, bool):
             problems.append("tta must be true or false")
         if problems:
@@ -163,6 +172,7 @@ class ModelMetadata:
             in_channels=config.model.in_channels,
             stride=max(int(stride), 32),
             scale=float(data.scale),
+            target_diameter=data.target_diameter,
             postprocess=PostprocessConfig.from_dict({**evaluation.postprocess, "mode": evaluation.mode}),
             version=__version__,
             config=config.to_dict(),

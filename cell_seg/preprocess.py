@@ -261,3 +261,37 @@ def rescale(array, scale, labels=False):
     if float(scale) == 1.0:
         return array
     return resize_to(array, scaled_shape(array.shape, scale), labels=labels)
+
+
+#: The least and largest factor `size_scale` resizes an image by.
+SIZE_SCALE_RANGE = (0.25, 4.0)
+
+
+def median_diameter(label_map):
+    """Median equivalent diameter (px) of the instances of a label map; nan when it has none.
+
+    The diameter of an instance is that of the disc of its area, `2 sqrt(area / pi)`.
+
+    Example:
+        >>> labels = np.zeros((20, 20), np.int32); labels[:4, :4] = 1; labels[10:, 10:] = 2
+        >>> round(median_diameter(labels), 2)
+        8.59
+    """
+    counts = np.bincount(np.asarray(label_map).ravel())[1:]
+    counts = counts[counts > 0]
+    return float(2 * np.sqrt(np.median(counts) / np.pi)) if counts.size else float("nan")
+
+
+def size_scale(diameter, target, default=1.0):
+    """The factor that brings objects of `diameter` px to `target` px, within `SIZE_SCALE_RANGE`.
+
+    `default` when the diameter is unknown (nan, zero: an image without objects).
+
+    Example:
+        >>> size_scale(14.0, 28.0), size_scale(200.0, 28.0), size_scale(float("nan"), 28.0, default=1.5)
+        (2.0, 0.25, 1.5)
+    """
+    if not np.isfinite(diameter) or diameter <= 0:
+        return float(default)
+    low, high = SIZE_SCALE_RANGE
+    return float(np.clip(float(target) / float(diameter), low, high))

@@ -556,7 +556,7 @@ def test_training_from_init_weights_starts_where_the_source_ended(run_dir, expor
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
 
 
-def test_export_scale_and_scale_by_kind_reach_the_loaded_model(run_dir, tmp_path):
+def test_export_scale_options_reach_the_loaded_model(run_dir, tmp_path):
     from cell_seg.export import export_model
     from cell_seg.inference import Predictor
 
@@ -568,3 +568,7 @@ def test_export_scale_and_scale_by_kind_reach_the_loaded_model(run_dir, tmp_path
     assert predictor.image_scale(np.full((40, 40), 220, np.uint8)) == 1.0
     result = cli("cell_seg.export", "--model", run_dir, "--out", tmp_path / "bad", "--scale-by-kind", "phase=2")
     assert result.returncode == 2 and "--scale-by-kind 'phase=2'" in result.stderr and "Traceback" not in result.stderr
+    sized = Predictor.load(export_model(run_dir, tmp_path / "sized", target_diameter=20))  # the check runs without the rule
+    assert sized.target_diameter == 20 and sized.predict_probs(np.zeros((40, 40), np.uint8)).shape[:2] == (40, 40)
+    result = cli("cell_seg.export", "--model", run_dir, "--out", tmp_path / "bad", "--target-diameter", "-1")
+    assert result.returncode == 2 and "--target-diameter -1" in result.stderr and "Traceback" not in result.stderr

@@ -120,6 +120,59 @@ def test_export_scale_by_kind_option_is_checked():
             parse_scale_by_kind([bad])
 
 
+def _squares(side, count=3):
+    """An image with `count` bright squares of `side` px on black, and nothing else."""
+    image = np.zeros(SHAPE, np.uint8)
+    for i in range(count):
+        image[4:4 + side, 4 + i * (side + 4):4 + i * (side + 4) + side] = 255
+    return image
+
+
+def test_size_rule_predicts_each_image_where_its_objects_reach_the_target_diameter():
+    image = _squares(8)
+    diameter = 2 * np.sqrt(64 / np.pi)  # 8 x 8 squares: 9.0 px across as discs of their area
+    predictor, seen = _predictor(target_diameter=2 * diameter)
+    probs = predictor.predict_probs(image)
+    # Measured at the model's scale 1, then at 2 (which finds the same diameter, so it is kept).
+    assert seen == [SHAPE, (96, 128)] and probs.shape == SHAPE + (1,)
+    labels, instances = predictor.predict_instances(image, postprocess={"min_area": 1})
+    assert len(instances) == 3 and labels.shape == SHAPE
+    seen.clear()
+    predictor.predict_probs(image, tta=True)  # measured without TTA, then the 8 views at the factor found
+    assert seen[:2] == [SHAPE, (96, 128)] and len(seen) == 10 and set(seen[2:]) == {(96, 128), (128, 96)}
+    seen.clear()
+    predictor.predict_probs(np.zeros(SHAPE, np.uint8))  # nothing found: the model's scale
+    assert seen == [SHAPE]
+    seen.clear()
+    predictor.predict_probs(_squares(40, count=1))  # a 45 px object: shrunk to 0.4 (19 x 26) and kept there
+    assert seen == [SHAPE, (19, 26)]
+    override, seen = _predictor(override=1.0, target_diameter=2 * diameter)  # an explicit scale wins
+    override.predict_probs(image)
+    assert seen == [SHAPE] and override.target_diameter is None
+
+
+def test_size_scale_is_clipped_and_falls_back_when_nothing_is_found():
+    from cell_seg.preprocess import SIZE_SCALE_RANGE, median_diameter, size_scale
+
+    assert size_scale(10.0, 30.0) == 3.0
+    assert size_scale(1.0, 30.0) == SIZE_SCALE_RANGE[1] and size_scale(1000.0, 30.0) == SIZE_SCALE_RANGE[0]
+    assert size_scale(median_diameter(np.zeros((5, 5), np.int32)), 30.0, default=1.5) == 1.5
+    assert size_scale(0.0, 30.0) == 1.0
+
+
+def test_metadata_target_diameter_is_checked():
+    from cell_seg.metadata import ModelMetadata
+
+    meta = {"channels": ["foreground"], "normalization": {"mode": "scale"}, "in_channels": 1, "stride": 32}
+    assert "target_diameter" not in ModelMetadata.from_dict(meta).to_dict()  # old files stay as they were
+    assert ModelMetadata.from_dict({**meta, "target_diameter": 28}).target_diameter == 28
+    for bad in (0, -3, "28", True):
+        with pytest.raises(ModelError, match="target_diameter must be a positive number"):
+            ModelMetadata.from_dict({**meta, "target_diameter": bad})
+    with pytest.raises(ModelError, match="exclude each other"):
+        ModelMetadata.from_dict({**meta, "target_diameter": 28, "scale_by_kind": {"fluorescence": 1.5}})
+
+
 # --- training samples ------------------------------------------------------------------------
 
 
@@ -154,3 +207,28 @@ def test_config_scale_reaches_the_sequences_and_the_run_metadata(tmp_path):
     train, val = make_sequences(config, coco, coco, tmp_path / "images", stride=32)
     assert train.scale == val.scale == 2.0
     assert soft_channel_indices(train.channel_names) == [2]
+
+
+def test_training_samples_are_resized_to_the_target_diameter(tmp_path):
+    from cell_seg.config import load_config
+    from cell_seg.data.generator import SegmentationSequence
+    from cell_seg.data.synthetic import write_synthetic_coco
+    from cell_seg.errors import ConfigError
+    from cell_seg.preprocess import median_diameter
+
+    write_synthetic_coco(tmp_path, n_images=2, shape=SHAPE, seed=0, cells=(3, 6))
+    common = dict(channels=["foreground"], crop_size=None, augment="none", shuffle=False, in_channels=1)
+    plain = SegmentationSequence(tmp_path / "coco.json", tmp_path / "images", **common)
+    image_id = plain.dataset.image_ids[0]
+    label_map, _ = plain.dataset.load_labels(image_id)
+    diameter = median_diameter(label_map)
+    sized = SegmentationSequence(tmp_path / "coco.json", tmp_path / "images", target_diameter=2 * diameter, **common)
+    x, y = sized.load_sample(image_id, pad=False)
+    assert sized.sample_scale(image_id, label_map) == pytest.approx(2.0)
+    assert x.shape == (96, 128, 1) and y.shape == (96, 128, 1)
+    config = load_config(None, ["data.target_diameter=28"])
+    assert config.data.target_diameter == 28.0
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_config(None, ["data.target_diameter=28", "data.scale=2"])
+    with pytest.raises(ConfigError, match="data.target_diameter"):
+        load_config(None, ["data.target_diameter=1"])

@@ -33,14 +33,20 @@ def main(argv=None):
                         help="predict images of a kind (fluorescence, brightfield, histology: cell_seg's guess from "
                         "colour and background) at their own scale, e.g. fluorescence=1.5; without values: none "
                         "(default: as the run)")
+    parser.add_argument("--target-diameter", type=float, metavar="PX",
+                        help="the size rule: predict each image at the factor that brings the median diameter of the "
+                        "objects found in it (first at --scale) to PX pixels, e.g. 28 for nuclei; 0 turns it off "
+                        "(default: as the run, data.target_diameter)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip loading the export back and comparing it with the Keras model")
     args = parser.parse_args(argv)
     scale_by_kind = None if args.scale_by_kind is None else parse_scale_by_kind(args.scale_by_kind)
     if args.scale is not None and not args.scale > 0:
         raise ConfigError(f"--scale {args.scale:g}: must be a positive number")
+    if args.target_diameter is not None and args.target_diameter < 0:
+        raise ConfigError(f"--target-diameter {args.target_diameter:g}: must be a positive number of pixels (0: off)")
     out = export_model(args.model, args.out, check=not args.no_check, weights_dtype=args.weights_dtype, tta=args.tta,
-                       scale_by_kind=scale_by_kind, scale=args.scale)
+                       scale_by_kind=scale_by_kind, scale=args.scale, target_diameter=args.target_diameter)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     print(f"exported {args.model} to {out} ({size:.1f} MB)", file=sys.stderr)
     return 0

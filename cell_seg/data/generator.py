@@ -6,8 +6,10 @@ in `cell_seg.data.workers`) can build them without importing Keras or a backend;
 use of that name). The only module of `cell_seg.data` that imports TensorFlow/Keras, and only then.
 
 Per sample: raw image (`CocoDataset.load_image`) and label map (`CocoDataset.load_labels`) ->
-resized by `scale` when it is not 1 (image interpolated, label map nearest; `Predictor` resizes
-images the same way and returns its outputs at the original size) -> `normalize_image` ("scale", "minmax" or "grey_dark"; for "standard", "scale" first) -> augmentation of image
+resized by `scale` when it is not 1, or with `target_diameter` by the factor that brings the
+median diameter of its labelled objects to it (`cell_seg.preprocess.size_scale`), image
+interpolated, label map nearest (`Predictor` resizes images the same way and returns its
+outputs at the original size) -> `normalize_image` ("scale", "minmax" or "grey_dark"; for "standard", "scale" first) -> augmentation of image
 and label map together (with the random crop in training mode) -> for "standard", `(x - mean) /
 std` -> targets from the augmented label map (`build_targets`) -> zero padding at the bottom and
 right to a multiple of `pad_multiple`.
@@ -44,12 +46,13 @@ from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.targets import build_targets, channel_names
 from cell_seg.data.workers import ThreadStateNotPickled
 from cell_seg.errors import ConfigError, DataError
-from cell_seg.preprocess import check_normalization, is_grey_input, normalize_image, pad_to_multiple, rescale
+from cell_seg.preprocess import (check_normalization, is_grey_input, median_diameter, normalize_image, pad_to_multiple,
+                                 rescale, size_scale)
 
 
 #: `DataConfig` fields that shape batches (the others say where data is and how it is split).
 BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "normalization", "mean", "std", "border_width",
-                "scale", "class_balanced", "steps_per_epoch", "workers", "use_multiprocessing")
+                "scale", "target_diameter", "class_balanced", "steps_per_epoch", "workers", "use_multiprocessing")
 
 
 def batch_settings(data=None, overrides=None):
@@ -148,6 +151,8 @@ class SampleBatches(ThreadStateNotPickled):
         if not float(scale) > 0:
             raise ConfigError(f"scale must be positive, not {scale!r}")
         self.scale = float(scale)
+        self.target_diameter = None if data.target_diameter is None else float(data.target_diameter)
+        self._sample_scales = {}  # image id -> size_scale of its labels (with target_diameter)
         self.shuffle = shuffle
         self.class_balanced = data.class_balanced
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
@@ -229,8 +234,9 @@ class SampleBatches(ThreadStateNotPickled):
                 f"{label_map.shape[0]}x{label_map.shape[1]}",
                 file=self.dataset.image_path(image_id),
             )
-        if self.scale != 1.0:
-            image, label_map = rescale(image, self.scale), rescale(label_map, self.scale, labels=True)
+        scale = self.sample_scale(image_id, label_map)
+        if scale != 1.0:
+            image, label_map = rescale(image, scale), rescale(label_map, scale, labels=True)
         mode = "scale" if self.normalization == "standard" else self.normalization
         x = normalize_image(image, mode, in_channels=self.in_channels)
         # A grayscale image repeated to 3 channels is augmented as one channel: a third of the
@@ -251,6 +257,15 @@ class SampleBatches(ThreadStateNotPickled):
             x, _ = pad_to_multiple(x, self.pad_multiple)
             y, _ = pad_to_multiple(y, self.pad_multiple)
         return x, y
+
+    def sample_scale(self, image_id, label_map):
+        """The factor an image is resized by: `scale`, or with `target_diameter` its size rule factor."""
+        if self.target_diameter is None:
+            return self.scale
+        scale = self._sample_scales.get(image_id)
+        if scale is None:
+            scale = self._sample_scales[image_id] = size_scale(median_diameter(label_map), self.target_diameter)
+        return scale
 
     def get_batch(self, index, epoch=None):
         """Batch `index` of `epoch` (default: the current epoch)."""
