@@ -244,6 +244,9 @@ def resize_to(array, shape, labels=False):
     else:
         interpolation = cv2.INTER_LINEAR
     source = array.astype(np.float32) if array.dtype == np.bool_ else array
+    if source.ndim == 3 and source.shape[2] > 4:  # OpenCV's area resize takes at most 4 channels at a time
+        return np.concatenate([resize_to(source[..., i:i + 4], shape, labels) for i in range(0, source.shape[2], 4)],
+                              axis=2).astype(array.dtype, copy=False)
     out = cv2.resize(np.ascontiguousarray(source), (width, height), interpolation=interpolation)
     if array.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel axis
         out = out[..., None]

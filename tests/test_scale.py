@@ -35,6 +35,16 @@ def test_images_and_probabilities_round_trip():
     assert scaled_shape((520, 704), 1.5) == (780, 1056)
 
 
+def test_probabilities_of_many_channels_resize_as_each_channel_alone():
+    """OpenCV's area resize takes at most 4 channels: a 6-channel model (Sartorius) at 1.5x needs them split."""
+    probs = np.random.default_rng(2).uniform(0, 1, (30, 45, 6)).astype(np.float32)
+    for shape in ((20, 30), (45, 67)):
+        out = resize_to(probs, shape)
+        assert out.shape == shape + (6,) and out.dtype == np.float32
+        for channel in range(6):
+            np.testing.assert_allclose(out[..., channel], resize_to(probs[..., channel], shape), atol=1e-5)
+
+
 # --- predictor --------------------------------------------------------------------------------
 
 
