@@ -55,7 +55,8 @@ class DataConfig:
     normalization: str = "scale"
     mean: Optional[Any] = None  # for normalization=standard
     std: Optional[Any] = None
-    class_balanced: bool = False  # sample images inversely to their class frequency
+    class_balanced: bool = False  # sample images inversely to their class frequency (to the power below)
+    class_balance_power: float = 1.0  # 1: every class drawn equally often; 0.5: in proportion to sqrt(its count)
     steps_per_epoch: Optional[int] = None  # default: one pass over the training images
     workers: int = 1  # threads (or processes with use_multiprocessing) that build training batches
     use_multiprocessing: bool = False  # build training batches in `workers` spawned processes (scales with cores)

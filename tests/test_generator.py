@@ -128,6 +128,12 @@ def test_class_balanced_sampling_frequencies(tmp_path):
     assert sequence.epoch_image_ids(1) != sequence.epoch_image_ids(0)
     plain = SegmentationSequence(coco, tmp_path, batch_size=10, steps_per_epoch=200, seed=0)
     assert abs(np.isin(plain.epoch_image_ids(0), [9, 10]).mean() - 0.2) < 1e-9
+    # Power 0.5: each class in proportion to the square root of its count, sqrt(2) : sqrt(8) = 1 : 2.
+    partial = SegmentationSequence(coco, tmp_path, batch_size=10, class_balanced=True, class_balance_power=0.5,
+                                   steps_per_epoch=200, seed=0)
+    assert abs(np.isin(partial.epoch_image_ids(0), [9, 10]).mean() - 1 / 3) < 0.05
+    with pytest.raises(ConfigError, match="class_balance_power"):
+        SegmentationSequence(coco, tmp_path, class_balanced=True, class_balance_power=2.0)
 
 
 def test_standard_normalization_and_errors(coco_dir):

@@ -75,11 +75,12 @@ def test_predict_with_the_release_on_the_embedded_sample(tmp_path):
     assert score > 0.3  # measured 0.388 for the first release without TTA; a blank or shifted prediction scores near 0
 
 
-def test_the_dsb2018_release_reads_grey_enlarges_and_averages_flips_by_default_as_its_card_says():
+def test_the_dsb2018_release_reads_grey_sizes_and_averages_flips_by_default_as_its_card_says():
     from cell_seg.metadata import ModelMetadata
 
     metadata = ModelMetadata.read(RELEASE / "assets" / "metadata.json")
     assert metadata.tta and metadata.scale == 1.5 and metadata.normalization["mode"] == "grey_dark"
+    assert metadata.target_diameter == 28
     card = (RELEASE / "README.md").read_text()
-    assert "**test-time augmentation**: the 8" in card and "**scale 1.5**" in card
+    assert "**test-time augmentation**: the 8" in card and "**size rule, 28 px**" in card
     assert "**grey, bright on dark**" in card

@@ -52,7 +52,7 @@ from cell_seg.preprocess import (check_normalization, is_grey_input, median_diam
 
 #: `DataConfig` fields that shape batches (the others say where data is and how it is split).
 BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "normalization", "mean", "std", "border_width",
-                "scale", "target_diameter", "class_balanced", "steps_per_epoch", "workers", "use_multiprocessing")
+                "scale", "target_diameter", "class_balanced", "class_balance_power", "steps_per_epoch", "workers", "use_multiprocessing")
 
 
 def batch_settings(data=None, overrides=None):
@@ -64,7 +64,7 @@ def batch_settings(data=None, overrides=None):
         >>> batch_settings(None, {"crop": 128})
         Traceback (most recent call last):
         ...
-        cell_seg.errors.ConfigError: unknown batch setting 'crop' (use one of channels, batch_size, crop_size, augment, normalization, mean, std, border_width, scale, class_balanced, steps_per_epoch, workers, use_multiprocessing)
+        cell_seg.errors.ConfigError: unknown batch setting 'crop' (use one of channels, batch_size, crop_size, augment, normalization, mean, std, border_width, scale, target_diameter, class_balanced, class_balance_power, steps_per_epoch, workers, use_multiprocessing)
     """
     from cell_seg.config import DataConfig
 
@@ -87,8 +87,10 @@ class SampleBatches(ThreadStateNotPickled):
         images_dir: folder of the images (ignored when `coco` is a `CocoDataset`).
         data: a `cell_seg.config.DataConfig` (default: its defaults); its fields that shape
             batches are used: channels, batch_size, crop_size (None: whole padded images),
-            augment, normalization, mean, std, border_width, scale, class_balanced (draw images
-            inversely to the number of images of their class), steps_per_epoch (default one pass),
+            augment, normalization, mean, std, border_width, scale, target_diameter, class_balanced
+            (draw each image with a probability proportional to the number of images of its class to
+            the power -class_balance_power: 1 draws every class equally often, 0.5 each class in
+            proportion to the square root of its count), steps_per_epoch (default one pass),
             workers and use_multiprocessing (threads or processes building batches, see
             `batch_stream`).
         in_channels: 1 or 3 network input channels (the model's, `cell_seg.preprocess`).
@@ -164,7 +166,10 @@ class SampleBatches(ThreadStateNotPickled):
         classes = [self.dataset.image_class(i) for i in self.image_ids]
         self.image_classes = classes
         _, inverse, counts = np.unique(np.array([str(c) for c in classes]), return_inverse=True, return_counts=True)
-        weights = 1.0 / counts[inverse]
+        power = float(data.class_balance_power)
+        if not 0 <= power <= 1:
+            raise ConfigError(f"class_balance_power must be between 0 and 1, not {power!r}")
+        weights = counts[inverse].astype(np.float64) ** -power
         self._balanced_p = weights / weights.sum()
 
     def plain(self):
