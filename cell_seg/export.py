@@ -25,6 +25,7 @@ A model trained with `data.scale` other than 1 has that "scale" in its metadata:
 take images already resized by it (and answer at that size); `Predictor` does both resizes.
 """
 
+import copy
 import shutil
 import tempfile
 from pathlib import Path
@@ -285,10 +286,11 @@ def check_export(predictor, export_dir, shape=(67, 93), weights_dtype="float32")
     exported = Predictor.load(export_dir)
     channels = (3,) if predictor.in_channels == 3 else ()
     image = np.random.default_rng(0).integers(0, 256, size=shape + channels, dtype=np.uint8)
-    # The same resize on both sides: this compares the networks.
-    exported.scale_by_kind, exported.target_diameter, exported.scale = {}, None, predictor.scale
-    predictor.scale_by_kind, predictor.target_diameter = {}, None
-    difference = float(np.abs(exported.predict_probs(image, tta=False) - predictor.predict_probs(image, tta=False)).max())
+    # The same resize on both sides (no per-kind scale or size rule): this compares the networks.
+    source = copy.copy(predictor)
+    for side in (exported, source):
+        side.scale_by_kind, side.target_diameter, side.scale = {}, None, predictor.scale
+    difference = float(np.abs(exported.predict_probs(image, tta=False) - source.predict_probs(image, tta=False)).max())
     tolerance = CHECK_TOLERANCE[weights_dtype]
     if not difference <= tolerance:
         raise ModelError(f"{export_dir}: exported model differs from the Keras model by {difference:.2e} "

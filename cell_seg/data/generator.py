@@ -52,7 +52,8 @@ from cell_seg.preprocess import (check_normalization, is_grey_input, median_diam
 
 #: `DataConfig` fields that shape batches (the others say where data is and how it is split).
 BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "normalization", "mean", "std", "border_width",
-                "scale", "target_diameter", "class_balanced", "class_balance_power", "steps_per_epoch", "workers", "use_multiprocessing")
+                "scale", "target_diameter", "class_balanced", "class_balance_power", "steps_per_epoch", "workers",
+                "use_multiprocessing")
 
 
 def batch_settings(data=None, overrides=None):
@@ -154,6 +155,9 @@ class SampleBatches(ThreadStateNotPickled):
             raise ConfigError(f"scale must be positive, not {scale!r}")
         self.scale = float(scale)
         self.target_diameter = None if data.target_diameter is None else float(data.target_diameter)
+        if self.target_diameter is not None and (self.scale != 1.0 or not self.target_diameter > 0):
+            raise ConfigError(f"target_diameter must be a positive number of pixels with scale 1, not "
+                              f"{self.target_diameter!r} with scale {self.scale!r}")
         self._sample_scales = {}  # image id -> size_scale of its labels (with target_diameter)
         self.shuffle = shuffle
         self.class_balanced = data.class_balanced
