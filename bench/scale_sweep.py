@@ -25,7 +25,7 @@ from tqdm import tqdm
 from cell_seg.errors import DataError
 from cell_seg.evaluate import cross_folds
 from cell_seg.files import read_json, write_json_atomic, write_text_atomic
-from cell_seg.preprocess import median_diameter
+from cell_seg.preprocess import median_diameter, size_scale
 
 SIZE_BANDS = ((0, 12), (12, 20), (20, 35), (35, 1e9))
 
@@ -62,8 +62,7 @@ def snap(value, scales):
 
 
 def rule_scale(record, target, scales):
-    d = record.get("pred_diameter", float("nan"))
-    return 1.0 if not np.isfinite(d) or d <= 0 else snap(target / d, scales)
+    return snap(size_scale(record.get("pred_diameter", float("nan")), target), scales)
 
 
 def cross_chosen(records, candidates, score):
