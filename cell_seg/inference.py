@@ -21,6 +21,12 @@ and an encoder with squeeze-and-excitation (EfficientNet-B0) has no bounded radi
 towards each tile's inner edges, so no pixel is taken from a single tile right where its context
 is cut (see `tile_window`).
 
+Without a tile size, an image whose network input (after the scale) has more than
+`AUTO_TILE_PIXELS` pixels is still predicted in `AUTO_TILE` tiles at `overlap="auto"`, which for a
+network with a bounded receptive field equals whole-image prediction: memory stays bounded (a
+U-Net-Lite0 takes about 5 GB of host memory for a 3072x3072 input whole, which a 1024x1024 image
+enlarged 3x by the size rule becomes) while the result does not change.
+
 A model trained on resized images (`data.scale`, stored as "scale" in its metadata) gets every
 image resized by that factor first (`cell_seg.preprocess.rescale`); its probabilities are
 resized back, so callers always see the original size. Tiling and TTA work on the resized image.
@@ -51,6 +57,8 @@ IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 DEFAULT_OVERLAP = 64
 BLEND_MODES = ("center", "linear")
 AUTO_OVERLAP = "auto"  # overlap=AUTO_OVERLAP: Predictor.tile_overlap(tile), from the measured receptive field
+AUTO_TILE = 2048  # tile size used when no tile is given and the input is larger than ...
+AUTO_TILE_PIXELS = 2560 * 2560  # ... this many pixels (after the scale); see the module notes
 SIZE_ESTIMATES = 2  # the size rule measures the objects at most this many times
 SIZE_TOLERANCE = 1.1  # ... and stops when the factor it finds is within this ratio of the one it measured at
 RECEPTIVE_FIELD_ULPS = 16  # float32 ulps an output must change by to count as influenced
@@ -284,6 +292,7 @@ class Predictor:
         self.source = source
         self.keras_model = keras_model
         self.tile, self.overlap, self.blend = tile, overlap, blend
+        self.auto_tile, self.auto_tile_pixels = AUTO_TILE, AUTO_TILE_PIXELS
         self._predict_normalized = predict_normalized
         self._predict_raw = predict_raw
         self._receptive_field = None  # measured on first use (receptive_field)
@@ -513,6 +522,8 @@ class Predictor:
         tile = self.tile if tile is None else tile
         overlap = self.overlap if overlap is None else overlap
         blend = self.blend if blend is None else blend
+        if tile is None and image.shape[0] * image.shape[1] > self.auto_tile_pixels:
+            tile, overlap, blend = self.auto_tile, AUTO_OVERLAP, "center"  # bounded memory, same result
         if tile is not None and max(image.shape[:2]) > tile:
             if isinstance(overlap, str):
                 if overlap != AUTO_OVERLAP:

@@ -132,3 +132,30 @@ def test_overlap_must_be_pixels_or_auto():
     predictor = Predictor(METADATA, lambda x: np.repeat(x, 2, axis=-1))
     with pytest.raises(ConfigError, match="auto"):
         predictor.predict_probs(image((40, 40)), tile=32, overlap="measured")
+
+
+def test_large_inputs_are_tiled_at_the_measured_overlap_without_a_tile_size():
+    network = as_predict_normalized(stacked_convs(4))
+    shapes = []
+
+    def recording(x):
+        shapes.append(x.shape[:2])
+        return network(x)
+
+    predictor = Predictor(METADATA, recording)
+    whole = predictor.predict_probs(image((75, 90)))
+    assert shapes == [(75, 90)]
+    predictor.auto_tile, predictor.auto_tile_pixels = 32, 40 * 40
+    shapes.clear()
+    tiled = predictor.predict_probs(image((75, 90)))
+    # Only the network calls of the tiles (the receptive-field probes come first, as square images).
+    tiles = [shape for shape in shapes if shape == (32, 32)]
+    assert len(tiles) >= 9 and max(max(shape) for shape in shapes[-len(tiles):]) == 32
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=TOL)
+    # Within the pixel budget, or with a tile size given, nothing changes.
+    shapes.clear()
+    predictor.predict_probs(image((30, 50)))
+    assert shapes == [(30, 50)]
+    shapes.clear()
+    predictor.predict_probs(image((75, 90)), tile=64, overlap=16)
+    assert all(max(shape) <= 64 for shape in shapes) and len(shapes) == 4

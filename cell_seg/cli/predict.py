@@ -10,7 +10,7 @@ import sys
 
 from cell_seg.cli.common import run_main
 from cell_seg.errors import CellSegError, DataError
-from cell_seg.inference import AUTO_OVERLAP, BLEND_MODES, DEFAULT_OVERLAP
+from cell_seg.inference import AUTO_OVERLAP, AUTO_TILE, AUTO_TILE_PIXELS, BLEND_MODES, DEFAULT_OVERLAP
 from cell_seg.predict import DEFAULT_OUT, FORMATS, predict_folder
 
 
@@ -89,7 +89,10 @@ def main(argv=None):
                         help="average the 8 flips/rotations (8x slower); default: the model's own default "
                         "(on for a model exported with --tta; --no-tta turns it off)")
     parser.add_argument("--tile", type=int, help="predict images larger than this in overlapping tiles of this size "
-                        "(a multiple of the model's stride, e.g. 512); default: whole images")
+                        "(a multiple of the model's stride, e.g. 512); default: whole images, except that an image of "
+                        f"more than {AUTO_TILE_PIXELS / 1e6:.1f} million pixels at the model's scale is predicted in "
+                        f"tiles of {AUTO_TILE} with the measured overlap ('auto'), which bounds memory and gives the "
+                        "same maps")
     parser.add_argument("--overlap", type=overlap_value, default=DEFAULT_OVERLAP,
                         help=f"least overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP}), or 'auto': "
                         "twice the model's receptive-field radius, measured once (about a minute on a CPU for a "
