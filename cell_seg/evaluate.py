@@ -4,9 +4,10 @@
 
 Reports the Sartorius/DSB mAP over IoU 0.50:0.95 (overall and per class), COCO AP/AP50/AP75, the
 HuBMAP-style AP at IoU 0.6 and the foreground IoU, for every post-processing mode the model's
-channels allow (components; watershed with a border channel; distance with a distance channel). `--tune` searches thresholds and minimum areas (per class when the data has
-classes; one parameter at a time over wide grids) to maximise the mAP and writes
-`postprocess.json`, which predict and export then use.
+channels allow (components; watershed with a border channel; distance with a distance channel). `--tune` searches thresholds, minimum areas and a minimum confidence (the mean
+foreground probability inside an instance; per class when the data has classes; one parameter at a
+time over wide grids) to maximise the mAP and writes `postprocess.json`, which predict and export
+then use.
 `--tta` averages the 8 flips and rotations of each image (8x slower), as `predict --tta` does.
 """
 
@@ -24,9 +25,10 @@ BORDER_THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8)
 MIN_AREAS = (0, 10, 25, 50, 100, 200, 400)
 DISTANCE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SEED_AREAS = (0, 5, 10, 20, 40)
+MIN_SCORES = (0.0, 0.75, 0.8, 0.85, 0.9, 0.95)  # least mean foreground probability of an instance
 #: Where the coordinate search starts, and how many rounds over the parameters it makes at most.
 TUNE_START = {"fg_threshold": 0.5, "border_threshold": 0.5, "distance_threshold": 0.3, "min_seed_area": 0,
-              "min_area": 25}
+              "min_area": 25, "min_score": 0.0}
 TUNE_ROUNDS = 4
 #: The image field that keeps images of one source together in cross-tuning folds (DSB2018: kind x
 #: size x brightness band, `cell_seg.data.split.source_groups`); images without it are their own group.
@@ -85,7 +87,7 @@ def coordinate_search(score, grid, start, rounds=TUNE_ROUNDS, desc="tuning"):
 
     Each round tries every value of each parameter with the others held, keeping the best; it
     stops after a round that changed nothing (or `rounds` rounds). Scores are cached, so a round
-    costs about the sum, not the product, of the grid sizes (19 instead of 245 settings here).
+    costs about the sum, not the product, of the grid sizes (25 instead of 1,470 settings for watershed).
     Like any coordinate search it can stop at a local optimum.
 
     Args:
@@ -123,8 +125,8 @@ def coordinate_search(score, grid, start, rounds=TUNE_ROUNDS, desc="tuning"):
 
 
 def tune_postprocess(records, channels, mode, base=None):
-    """Search thresholds and minimum area (coordinate search over wide grids) for `mode`; per class
-    when images carry classes and the model predicts them.
+    """Search thresholds, minimum area and minimum confidence (coordinate search over wide grids) for
+    `mode`; per class when images carry classes and the model predicts them.
 
     `base` (a `PostprocessConfig`) gives the settings that are not searched.
     Returns (tuned `PostprocessConfig`, best mAP, table of per-class bests).
@@ -133,7 +135,7 @@ def tune_postprocess(records, channels, mode, base=None):
 
     # Earlier tuned per-class settings would override every candidate: tune afresh without them.
     base = (base or PostprocessConfig()).replace(mode=mode, per_class={})
-    grid = [("fg_threshold", FG_THRESHOLDS), ("min_area", MIN_AREAS)]
+    grid = [("fg_threshold", FG_THRESHOLDS), ("min_area", MIN_AREAS), ("min_score", MIN_SCORES)]
     if mode == "watershed":
         grid.insert(1, ("border_threshold", BORDER_THRESHOLDS))
     elif mode == "distance":

@@ -59,7 +59,8 @@ def test_retuning_ignores_the_earlier_per_class_settings(monkeypatch):
     settings, _, table = evaluate.tune_postprocess(records, ["foreground", "class_astro", "class_cort", "class_shsy5y"],
                                                    "components", base=earlier)
     assert all(candidate.per_class == {} for candidate in seen[:-1])
-    assert settings.per_class == {name: {"fg_threshold": 0.8, "min_area": 100} for name in ("astro", "cort", "shsy5y")}
+    assert settings.per_class == {name: {"fg_threshold": 0.8, "min_area": 100, "min_score": 0.0}
+                                  for name in ("astro", "cort", "shsy5y")}
     assert [row["fg_threshold"] for row in table] == [0.8, 0.8, 0.8]
 
 
@@ -147,3 +148,25 @@ def test_cross_tuning_scores_each_half_with_settings_tuned_on_the_other(monkeypa
         assert {key for key in (r["key"] for r in records) if key[:-1] in groups} == keys  # whole groups
         assert {g.rstrip("0123456789") for g in groups} == {"fluo", "tissue"}
     assert np.isclose(out["components"]["map"], (8 * 1 + 4 * 2) / 12) and set(out["components"]["per_class"]) == {"fluo", "tissue"}
+
+
+def test_tuning_drops_confident_looking_false_positives_by_their_confidence():
+    """Three small nuclei at probability 0.99 and two large blobs at 0.93 that are not nuclei: no
+    foreground threshold of the grid (at most 0.9) and no minimum area (the blobs are the larger)
+    removes the blobs and keeps the nuclei; the minimum confidence (mean probability inside an
+    instance) does."""
+    import cv2
+    import numpy as np
+
+    from cell_seg import evaluate
+
+    truth = np.zeros((64, 64), np.int32)
+    for k, (x, y) in enumerate([(12, 12), (40, 16), (20, 44)], start=1):
+        cv2.circle(truth, (x, y), 4, k, -1)
+    probs = np.where(truth > 0, 0.99, 0.01).astype(np.float32)
+    cv2.circle(probs, (48, 46), 9, 0.93, -1)
+    cv2.circle(probs, (10, 30), 7, 0.93, -1)
+    records = [{"key": "a", "class": None, "probs": probs[..., None], "truth": truth}]
+    settings, value, _ = evaluate.tune_postprocess(records, ["foreground"], "components")
+    assert 0.93 < settings.min_score <= 0.99 and value == 1.0
+    assert evaluate.score_predictions(records, ["foreground"], settings.replace(min_score=0.0)) < 0.7

@@ -15,7 +15,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="run directory, .keras file or exported SavedModel directory")
     parser.add_argument("--coco", required=True, help="COCO JSON with the ground truth")
     parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
-    parser.add_argument("--tune", action="store_true", help="tune thresholds / min areas and write postprocess.json")
+    parser.add_argument("--tune", action="store_true",
+                        help="tune thresholds, minimum areas and minimum confidence and write postprocess.json")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="average the 8 flips/rotations of each image (8x slower; default: the model's own "
                         "default, on for a model exported with --tta)")
