@@ -81,6 +81,10 @@ def test_the_dsb2018_release_reads_grey_sizes_and_averages_flips_by_default_as_i
     metadata = ModelMetadata.read(RELEASE / "assets" / "metadata.json")
     assert metadata.tta and metadata.scale == 1.5 and metadata.normalization["mode"] == "grey_dark"
     assert metadata.target_diameter == 28
+    settings = metadata.postprocess
+    assert (settings.fg_threshold, settings.border_threshold, settings.min_area, settings.min_score) == (0.7, 0.7, 25, 0.9)
     card = (RELEASE / "README.md").read_text()
+    assert "foreground threshold 0.7, border threshold 0.7, minimum area 25 pixels" in card
+    assert "mean foreground probability is under 0.9" in card
     assert "**test-time augmentation**: the 8" in card and "**size rule, 28 px**" in card
     assert "**grey, bright on dark**" in card
