@@ -315,14 +315,15 @@ def cross_tuned_scores(records, channels, postprocess=None, modes=None, folds=2)
     tuned on the other parts, and the per-image scores are pooled.
 
     Returns:
-        {mode: {"map", "per_class", "images", "folds"}}.
+        {mode: {"map", "per_class", "images", "folds", "settings"}}, "settings" being the
+        post-processing each part was scored with (a `PostprocessConfig.to_dict()` per part).
     """
     from cell_seg.postprocess import PostprocessConfig
 
     base = postprocess if postprocess is not None else PostprocessConfig()
     parts = cross_folds(records, folds)
     modes = list(modes or available_modes(channels))
-    scores, classes = {}, {}
+    scores, classes, settings = {}, {}, {}
     for k, part in enumerate(parts):
         rest = [r for j, other in enumerate(parts) if j != k for r in other]
         if not part or not rest:
@@ -338,6 +339,7 @@ def cross_tuned_scores(records, channels, postprocess=None, modes=None, folds=2)
         for mode, config in configs.items():
             scores.setdefault(mode, []).extend(score_predictions(part, channels, config, full=True)["per_image"])
             classes.setdefault(mode, []).extend(r["class"] for r in part)
+            settings.setdefault(mode, []).append(config.to_dict())
     if BY_CLASS in scores and len(scores[BY_CLASS]) != len(scores[modes[0]]):
         del scores[BY_CLASS]  # some part's tuning images held a single class: no per-class choice there
     out = {}
@@ -348,7 +350,7 @@ def cross_tuned_scores(records, channels, postprocess=None, modes=None, folds=2)
             values = [v for v, c in zip(scores_, classes_) if str(c) == name]
             per_class[name] = float(np.mean(values))
         out[mode] = {"map": float(np.mean(scores_)) if scores_ else float("nan"), "per_class": per_class,
-                     "images": len(scores_), "folds": folds}
+                     "images": len(scores_), "folds": folds, "settings": settings.get(mode, [])}
     return out
 
 

@@ -142,6 +142,7 @@ def test_cross_tuning_scores_each_half_with_settings_tuned_on_the_other(monkeypa
     monkeypatch.setattr(evaluate, "score_predictions", fake_score)
     out = evaluate.cross_tuned_scores(records, ["foreground"], PostprocessConfig(), modes=["components"])
     assert out["components"]["images"] == len(records) and out["components"]["folds"] == 2
+    assert [settings["min_area"] for settings in out["components"]["settings"]] == [1, 2]  # each part's own
     assert len(tuned_on) == 2 and tuned_on[0].isdisjoint(tuned_on[1])
     for keys in tuned_on:
         groups = {key[:-1] for key in keys}
