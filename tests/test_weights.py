@@ -53,6 +53,8 @@ def test_the_sartorius_release_says_it_is_for_research_and_knows_its_cell_types(
     assert predictor.scale == 2.0 and predictor.postprocess.mode == "distance" and predictor.tta  # the card's defaults
     modes = {name: predictor.postprocess.for_class(name).mode for name in ("astro", "cort", "shsy5y")}
     assert modes == {"astro": "distance", "cort": "watershed", "shsy5y": "watershed"}  # as its card says
+    floors = {name: predictor.postprocess.for_class(name).min_score for name in ("astro", "cort", "shsy5y")}
+    assert floors == {"astro": 0.0, "cort": 0.9, "shsy5y": 0.75}
     assert labels.shape == (520, 704) and len(instances) < 5  # a blank image holds no cells
 
 
