@@ -156,3 +156,26 @@ def test_cli_split_plain_coco_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         split_cli.main(["--coco", str(source), "--out", str(tmp_path / "r"), "--val", "1.5"])
     assert caught.value.code == 2
+
+
+def test_bench_folds_add_half_the_validation_to_training_and_keep_groups_whole(tmp_path):
+    """bench.folds: training + half A, half A and half B partition the images; a plate never straddles."""
+    from bench.folds import halves
+    from cell_seg.config import load_config
+
+    coco = make_coco()
+    for image in coco["images"]:
+        image["source"] = image.get("sample_id")
+    (tmp_path / "all.json").write_text(json.dumps(coco))
+    config = load_config(REPO_ROOT / "configs" / "demo.yaml",
+                         [f"data.coco={tmp_path / 'all.json'}", f"data.images={tmp_path}", "data.split_group=sample_id"])
+    merged, half_a, half_b = halves(config)
+    train = [i for i in ids(merged) if i not in ids(half_a)]
+    assert ids(half_a) and ids(half_b) and not set(ids(half_a)) & set(ids(half_b))
+    assert sorted(train + ids(half_a) + ids(half_b)) == ids(coco)
+    side = {}
+    for name, part in (("train", train), ("a", ids(half_a)), ("b", ids(half_b))):
+        for image in coco["images"]:
+            if image["id"] in part and image.get("source"):
+                assert side.setdefault(image["source"], name) == name
+    assert len(merged["annotations"]) == 2 * len(merged["images"])
