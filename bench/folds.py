@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 
 from cell_seg.config import load_config
-from cell_seg.data.split import subset_coco
+from cell_seg.data.coco import subset_coco
 from cell_seg.evaluate import cross_folds
 from cell_seg.files import write_json_atomic
 from cell_seg.train import resolve_data
