@@ -13,17 +13,13 @@ of the images scored with settings tuned on the other half (the figure to compar
 import argparse
 import sys
 
-import numpy as np
-
+from bench.ensemble import averaged as average_records
 from cell_seg.files import write_json_atomic
 
 
 def averaged(records_by_scale, scales):
     """The records of the first scale with the probability maps averaged over `scales`."""
-    first = records_by_scale[scales[0]]
-    return [{**record, "probs": np.mean([records_by_scale[s][i]["probs"].astype(np.float32) for s in scales],
-                                         axis=0).astype(np.float16)}
-            for i, record in enumerate(first)]
+    return average_records([records_by_scale[s] for s in scales])
 
 
 def main(argv=None):
