@@ -31,3 +31,17 @@ def test_packed_images_come_back_as_the_pngs_the_coco_names(tmp_path):
         restored = read_image(unpacked / name)
         assert restored.shape == original.shape and restored.dtype == original.dtype
         assert np.abs(restored.astype(int) - original.astype(int)).mean() < 6
+
+
+def test_set_aside_folders_leave_the_working_tree_count():
+    import subprocess
+
+    from bench.gpu_kit.pack import REPO, tracked_tree_bytes
+
+    listed = subprocess.run(["git", "ls-files", "-z", "weights"], cwd=REPO, capture_output=True, check=True)
+    weights = sum((REPO / name.decode()).stat().st_size for name in listed.stdout.split(b"\0") if name)
+    whole = tracked_tree_bytes()
+    assert weights > 0
+    assert tracked_tree_bytes(["weights"]) == whole - weights
+    assert tracked_tree_bytes(["weight"]) == whole  # whole path parts, not string prefixes
+    assert tracked_tree_bytes(["no_such_folder"]) == whole

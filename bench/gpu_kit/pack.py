@@ -13,8 +13,10 @@ The pack (an ignored folder, carried to the machine with the working tree) holds
   float16), or `encoder/`: a local `model.encoder_weights` file;
 - `config.yaml`: the resolved config; `pack.json`: sizes and settings.
 
-The working tree travels too (26.7 MiB, most of it `weights/`), and both together must stay under
-64 MiB: the script prints the total and fails above `--limit-mib`.
+The working tree travels too (45.8 MiB in December 2026, 42 of it the two releases in `weights/`), and
+both together must stay under 64 MiB: the script prints the total and fails above `--limit-mib`.
+`--set-aside weights` leaves a folder out of the count and prints the commands that move it out of
+the working tree before the device call and back after it (a folder that is not there does not travel).
 
 Usage (from the repository root):
     python -m bench.gpu_kit.pack --config configs/dsb2018_unet_lite0.yaml [--quality 80] [key=value ...]
@@ -55,11 +57,15 @@ def download_wheels(folder, requirements):
     subprocess.run(command + requirements, check=True)
 
 
-def tracked_tree_bytes():
-    """Bytes of what the device tool sends besides carried paths: tracked and untracked-not-ignored files."""
+def tracked_tree_bytes(set_aside=()):
+    """Bytes of what the device tool sends besides carried paths: tracked and untracked-not-ignored files,
+    without those under the folders of `set_aside` (paths relative to the repository root)."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, check=True).stdout.split(b"\0")
-    return sum((REPO / name.decode()).stat().st_size for name in listed if name and (REPO / name.decode()).is_file())
+    aside = [Path(folder).parts for folder in set_aside]
+    names = [Path(name.decode()) for name in listed if name]
+    return sum((REPO / name).stat().st_size for name in names
+               if (REPO / name).is_file() and not any(name.parts[:len(parts)] == parts for parts in aside))
 
 
 def folder_bytes(folder):
@@ -156,6 +162,8 @@ def main(argv=None):
     parser.add_argument("--quality", type=int, default=80, help="WebP quality of 8-bit images")
     parser.add_argument("--limit-mib", type=float, default=64.0, help="largest pack + working tree")
     parser.add_argument("--no-wheels", action="store_true", help="skip the wheel download (tests)")
+    parser.add_argument("--set-aside", nargs="+", default=[], metavar="FOLDER",
+                        help="folders (e.g. weights) moved out of the working tree for the device call: not counted")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
 
@@ -179,7 +187,7 @@ def main(argv=None):
     save_config(config, out / "config.yaml")
 
     sizes = {part: folder_bytes(out / part) for part in ("wheels", "data", "cache", "encoder") if (out / part).exists()}
-    tree = tracked_tree_bytes()
+    tree = tracked_tree_bytes(args.set_aside)
     total = folder_bytes(out) + tree
     errors = [entry["mean_abs_error"] for entry in entries.values() if "mean_abs_error" in entry]
     error = round(float(np.mean(errors)), 2) if errors else 0.0
@@ -194,6 +202,11 @@ def main(argv=None):
         print(f"too large: {total / mib:.1f} MiB > {args.limit_mib} MiB (lower --quality, or use fewer images)",
               file=sys.stderr)
         return 1
+    if args.set_aside:
+        aside = "/tmp/cell_seg_set_aside"
+        print("before the device call: mkdir -p " + aside + " && "
+              + " && ".join(f"mv {folder} {aside}/" for folder in args.set_aside)
+              + "; after it: " + " && ".join(f"mv {aside}/{Path(folder).name} {folder}" for folder in args.set_aside))
     return 0
 
 
