@@ -16,7 +16,8 @@ The pack (an ignored folder, carried to the machine with the working tree) holds
 The working tree travels too (45.8 MiB in December 2026, 42 of it the two releases in `weights/`), and
 both together must stay under 64 MiB: the script prints the total and fails above `--limit-mib`.
 `--set-aside weights` leaves a folder out of the count and prints the commands that move it out of
-the working tree before the device call and back after it (a folder that is not there does not travel).
+the working tree before the device call and back after it (the device tool copies the working tree as
+it is; not yet tried on a device).
 
 Usage (from the repository root):
     python -m bench.gpu_kit.pack --config configs/dsb2018_unet_lite0.yaml [--quality 80] [key=value ...]
