@@ -7,12 +7,14 @@
   default the shsy5y image with about 300 cells), and `synthetic_label_map` / `synthetic_sample`,
   random touching ellipses for when the data is absent;
 - `model_like_probabilities(label_map)`: foreground / border / distance maps made from a label
-  map, blurred and noisy like a network's output, for timing post-processing.
+  map, blurred and noisy like a network's output, for timing post-processing;
+- `scoring_parser(doc)`: the command line of a script that scores models on a COCO set.
 
 Scripts are run from the repository root as modules (`python -m bench.postprocess`), so
 `cell_seg` and `bench` import without any change to `sys.path`.
 """
 
+import argparse
 from pathlib import Path
 
 import cv2
@@ -115,3 +117,18 @@ def model_like_probabilities(label_map, seed=0):
     distance = cv2.GaussianBlur(distance_map(label_map), (0, 0), 1.0)
     distance += rng.normal(0, 0.05, union.shape).astype(np.float32)
     return np.clip(np.stack([foreground, border, distance], axis=-1), 0, 1).astype(np.float32)
+
+
+def scoring_parser(doc, modes=False):
+    """An argument parser for a script that scores models on a COCO set: description and epilog from
+    the module docstring `doc` (first line; the rest after the first blank line), `--coco`, `--images`,
+    `--out` and, with `modes`, `--modes`. The script adds its own model options."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0], epilog=doc.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--coco", required=True, help="COCO JSON of the images to score")
+    parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
+    parser.add_argument("--out", required=True, help="JSON file of the scores")
+    if modes:
+        parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance"),
+                            help="instance modes to tune and score (default: every mode the model allows)")
+    return parser

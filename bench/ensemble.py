@@ -12,11 +12,11 @@ predict the same channels.
         --out bench/out/ensemble_sart_B.json
 """
 
-import argparse
 import sys
 
 import numpy as np
 
+from bench.common import scoring_parser
 from cell_seg.files import write_json_atomic
 
 
@@ -33,15 +33,11 @@ def main(argv=None):
     from cell_seg.evaluate import cross_tuned_scores, evaluate_records, predict_dataset
     from cell_seg.inference import Predictor
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = scoring_parser(__doc__)
     parser.add_argument("--models", nargs="+", required=True,
                         help="run directories or exported SavedModels (two or more; the first gives the settings)")
-    parser.add_argument("--coco", required=True, help="COCO JSON of the images to score")
-    parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
     parser.add_argument("--cross-tune", action="store_true",
                         help="also score each half with settings tuned on the other half")
-    parser.add_argument("--out", required=True, help="JSON file of the scores")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.error("--models: two or more models")

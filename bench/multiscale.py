@@ -10,9 +10,9 @@ of the images scored with settings tuned on the other half (the figure to compar
         --out bench/results/multiscale_sartorius.json
 """
 
-import argparse
 import sys
 
+from bench.common import scoring_parser
 from bench.ensemble import averaged as average_records
 from cell_seg.files import write_json_atomic
 
@@ -27,15 +27,9 @@ def main(argv=None):
     from cell_seg.evaluate import cross_tuned_scores, evaluate_records, predict_dataset
     from cell_seg.inference import Predictor
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = scoring_parser(__doc__, modes=True)
     parser.add_argument("--model", required=True, help="run directory or exported SavedModel")
-    parser.add_argument("--coco", required=True, help="COCO JSON of the validation images")
-    parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
     parser.add_argument("--scales", nargs="+", type=float, required=True, help="the scales (at least two)")
-    parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance"),
-                        help="instance modes to tune and score (default: every mode the model allows)")
-    parser.add_argument("--out", required=True, help="JSON file of the scores")
     args = parser.parse_args(argv)
     if len(args.scales) < 2 or min(args.scales) <= 0:
         parser.error("--scales: two or more positive numbers")

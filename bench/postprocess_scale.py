@@ -7,19 +7,19 @@ instead (seeds, watershed or distance flooding at k x; `min_seed_area` x k^2, `s
 takes each original pixel's label by the majority of its k x k block (integer k), then fills
 holes and filters by minimum area and score at the original size with the same settings. Both
 ways are scored with the model's own settings, then tuned like `evaluate --cross-tune` (each
-half of the images with settings tuned on the other half; slow: about an hour for 88 Sartorius
-images on two cores). No TTA.
+half of the images with settings tuned on the other half; slow: about 40 minutes for 88
+Sartorius images on two cores). No TTA.
 
     python -m bench.postprocess_scale --model weights/sartorius_unet_lite0_distance \
         --coco bench/out/sart_val.json --images ../shared/data/sartorius/train \
         --modes watershed distance --cross-tune --out bench/out/postprocess_scale_sartorius.json
 """
 
-import argparse
 import sys
 
 import numpy as np
 
+from bench.common import scoring_parser
 from cell_seg.files import write_json_atomic
 
 
@@ -40,24 +40,10 @@ def instances_at_scale(small, large, channels, config, k):
     import cell_seg.postprocess as pp
 
     foreground = small[..., channels.index("foreground")]
-    class_idx = [i for i, name in enumerate(channels) if name.startswith(pp.CLASS_PREFIX)]
-    image_class = None
-    cfg = config
-    if class_idx and config.class_mode == "image":
-        fg_mask = foreground > config.fg_threshold
-        sums = [float(small[..., i][fg_mask].sum()) for i in class_idx]
-        image_class = channels[class_idx[int(np.argmax(sums))]][len(pp.CLASS_PREFIX):]
-        cfg = config.for_class(image_class)
-    mode = pp.resolve_mode(cfg.mode, channels)
+    image_class = pp._image_class(small, channels, config) if config.class_mode == "image" else None
+    cfg = config.for_class(image_class) if image_class is not None else config
     large_cfg = cfg.replace(min_seed_area=cfg.min_seed_area * k * k, seed_erosion=cfg.seed_erosion * k)
-    large_fg = large[..., channels.index("foreground")]
-    if mode == "distance":
-        labels = pp._distance_watershed(large_fg, large[..., channels.index("distance")], large_cfg)
-    elif mode == "watershed":
-        border = large[..., channels.index("border")] if "border" in channels else None
-        labels = pp._watershed(large_fg, border, large_cfg)
-    else:
-        labels = pp._components(large_fg > cfg.fg_threshold, cfg.connectivity)
+    labels = pp._segment(large, channels, pp.resolve_mode(cfg.mode, channels), large_cfg)
     labels = block_majority(labels, k)[:foreground.shape[0], :foreground.shape[1]]
     if cfg.fill_holes:
         labels = pp.fill_label_holes(labels)
@@ -73,16 +59,10 @@ def main(argv=None):
     from cell_seg.preprocess import rescale, resize_to
     from tqdm import tqdm
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = scoring_parser(__doc__, modes=True)
     parser.add_argument("--model", required=True, help="run directory or exported SavedModel with an integer scale")
-    parser.add_argument("--coco", required=True, help="COCO JSON of the validation images")
-    parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
-    parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance"),
-                        help="instance modes to tune (default: every mode the model allows)")
     parser.add_argument("--cross-tune", action="store_true", help="also tune on one half, score the other")
     parser.add_argument("--limit", type=int, help="only the first N images (a smoke run)")
-    parser.add_argument("--out", required=True, help="JSON file of the scores")
     args = parser.parse_args(argv)
     predictor = Predictor.load(args.model)
     k = predictor.scale

@@ -3,8 +3,9 @@
 Runs fine-tuned from the same network (e.g. the release and a `bench/folds.py` run started from
 it) stay in one basin, so the mean of their weights is a model of the same size and cost that may
 score like their ensemble. The new run directory gets `model.keras` with the mean weights and the
-first run's `metadata.json` and `config.yaml`; its `postprocess.json` comes from `--postprocess`
-(a run directory or an export whose settings to keep, e.g. the release) or else the first run.
+first run's `metadata.json` and `config.yaml`; its `postprocess.json` holds the settings of
+`--postprocess` (a run directory or an export, e.g. the release; read as `predict` reads them) or
+else of the first run.
 Export and score it as any run:
 
     python -m bench.soup --runs runs/accuracy_sartorius_sartorius_unet_lite0_distance_more2 \
@@ -31,20 +32,9 @@ def mean_weights(weight_lists):
             for i in range(len(first))]
 
 
-def postprocess_settings(path):
-    """The post-processing dict of a run directory (`postprocess.json`) or an export (its metadata)."""
-    from cell_seg.files import read_json
-
-    path = Path(path)
-    for candidate in (path / "postprocess.json", path / "assets" / "metadata.json"):
-        if candidate.is_file():
-            data = read_json(candidate)
-            return data["postprocess"] if candidate.name == "metadata.json" else data
-    raise FileNotFoundError(f"{path}: neither postprocess.json nor assets/metadata.json")
-
-
 def main(argv=None):
     from cell_seg.errors import ConfigError
+    from cell_seg.metadata import ModelMetadata
     from cell_seg.models import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
@@ -61,10 +51,7 @@ def main(argv=None):
         for name in ("model.keras", "metadata.json"):
             if not (run / name).is_file():
                 raise ConfigError(f"{run / name}: missing (a run directory holds model.keras and metadata.json)")
-    try:
-        settings = postprocess_settings(args.postprocess or runs[0])
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from exc
+    settings = ModelMetadata.of_model(args.postprocess or runs[0]).postprocess.to_dict()
     models = [load_model(run / "model.keras", compile=False) for run in runs]
     try:
         weights = mean_weights([model.get_weights() for model in models])

@@ -256,25 +256,38 @@ def to_instances(probs, channels, mode=None, config=None, image_class=None, **pa
         class_idx, class_names = [], []
         cfg = cfg.for_class(image_class)
     elif class_idx and cfg.class_mode == "image":
-        fg_mask = foreground > cfg.fg_threshold
-        sums = [float(probs[..., i][fg_mask].sum()) for i in class_idx]
-        image_class = class_names[int(np.argmax(sums))]
+        image_class = _image_class(probs, channels, cfg)
         cfg = cfg.for_class(image_class)
-    mode = resolve_mode(cfg.mode, channels)
-
-    if mode == "components":
-        label_map = _components(foreground > cfg.fg_threshold, cfg.connectivity)
-    elif mode == "distance":
-        label_map = _distance_watershed(foreground, probs[..., channels.index("distance")], cfg)
-    else:
-        border = probs[..., channels.index("border")] if "border" in channels else None
-        label_map = _watershed(foreground, border, cfg)
+    label_map = _segment(probs, channels, resolve_mode(cfg.mode, channels), cfg)
     if cfg.fill_holes:
         label_map = fill_label_holes(label_map)
     instance_classes = None
     if class_idx and cfg.class_mode == "instance":
         instance_classes = (probs[..., class_idx], class_names)
     return _filter_and_describe(label_map, foreground, cfg, image_class, instance_classes)
+
+
+def _image_class(probs, channels, cfg):
+    """The class `class_mode` "image" gives an image: the class channel with the largest summed
+    probability over the foreground (> `cfg.fg_threshold`); None without class channels."""
+    class_idx = [i for i, name in enumerate(channels) if name.startswith(CLASS_PREFIX)]
+    if not class_idx:
+        return None
+    fg_mask = probs[..., channels.index("foreground")] > cfg.fg_threshold
+    sums = [float(probs[..., i][fg_mask].sum()) for i in class_idx]
+    return channels[class_idx[int(np.argmax(sums))]][len(CLASS_PREFIX):]
+
+
+def _segment(probs, channels, mode, cfg):
+    """The label map of a resolved `mode` ("components", "distance" or "watershed") before hole
+    filling and filtering (ids may have gaps)."""
+    foreground = probs[..., channels.index("foreground")]
+    if mode == "components":
+        return _components(foreground > cfg.fg_threshold, cfg.connectivity)
+    if mode == "distance":
+        return _distance_watershed(foreground, probs[..., channels.index("distance")], cfg)
+    border = probs[..., channels.index("border")] if "border" in channels else None
+    return _watershed(foreground, border, cfg)
 
 
 def _filter_and_describe(label_map, foreground, cfg, image_class=None, instance_classes=None):

@@ -17,10 +17,14 @@ def tiny_run(path, filters=4, seed=0):
 
     from cell_seg.models import build_model
 
+    from cell_seg.metadata import ModelMetadata
+
     keras.utils.set_random_seed(seed)
     path.mkdir(parents=True)
-    build_model(load_config(None, TINY + [f"model.filters={filters}"]).model, 2).save(path / "model.keras")
-    (path / "metadata.json").write_text(json.dumps({"channels": ["foreground", "border"], "seed": seed}))
+    config = load_config(None, TINY + [f"model.filters={filters}"])
+    build_model(config.model, 2).save(path / "model.keras")
+    metadata = ModelMetadata.for_training(config, ["foreground", "border"], [], 32).to_dict()
+    (path / "metadata.json").write_text(json.dumps({**metadata, "seed": seed}))
     (path / "postprocess.json").write_text(json.dumps({"mode": "watershed", "min_area": seed + 1}))
     return path
 
