@@ -51,6 +51,9 @@ class DataConfig:
     batch_size: int = 4
     val_batch_size: int = 1
     augment: Any = "light"  # none | light | strong | list of {name: AlbumentationsTransform, ...}
+    # training only, stained colour images only: haematoxylin and eosin amounts each multiplied by a
+    # random factor between 1/this and this (colour deconvolution, before normalisation); null = off
+    stain_jitter: Optional[float] = None
     # scale (dtype max) | minmax (per-image percentiles) | standard (mean/std) | grey_dark (grey, bright on dark)
     normalization: str = "scale"
     mean: Optional[Any] = None  # for normalization=standard
@@ -274,6 +277,9 @@ def _validate(config):
     if target is not None and config.data.scale != 1:
         raise ConfigError("config keys 'data.target_diameter' and 'data.scale' exclude each other: "
                           "set one (the size rule picks a scale per image)")
+    jitter = config.data.stain_jitter
+    if jitter is not None and not 1 <= jitter <= 10:
+        raise ConfigError(f"config key 'data.stain_jitter' must be between 1 and 10 (or null), not {jitter!r}")
     if config.data.crop_size is not None and config.data.crop_size < 32:
         raise ConfigError("config key 'data.crop_size' must be at least 32 (or null for whole images)")
     for key in ("data.batch_size", "data.val_batch_size", "train.epochs", "data.workers"):

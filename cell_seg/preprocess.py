@@ -167,13 +167,22 @@ def is_dark_on_light(image, stretched):
         >>> is_dark_on_light(grey, _minmax(convert_channels(grey, 1)))
         True
     """
+    return is_stained_colour(image) or bool(np.percentile(stretched, 50) > 0.5)
+
+
+def is_stained_colour(image):
+    """Whether `image` is colour (stained tissue): its 3 channels differ by more than `COLOUR_SPREAD`
+    on average, a share of the dtype's maximum (grey images stored as RGB differ by 0).
+
+    Example:
+        >>> is_stained_colour(np.full((2, 2, 3), [120, 60, 160], np.uint8)), is_stained_colour(np.zeros((2, 2), np.uint8))
+        (True, False)
+    """
     raw = np.asarray(image)
-    if raw.ndim == 3 and raw.shape[2] >= 3:
-        rgb = raw[..., :3].astype(np.float32)
-        spread = float((rgb.max(axis=2) - rgb.min(axis=2)).mean()) / dtype_scale(raw.dtype)
-        if spread > COLOUR_SPREAD:
-            return True
-    return bool(np.percentile(stretched, 50) > 0.5)
+    if raw.ndim != 3 or raw.shape[2] < 3:
+        return False
+    rgb = raw[..., :3].astype(np.float32)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean()) / dtype_scale(raw.dtype) > COLOUR_SPREAD
 
 
 def pad_to_multiple(array, multiple=32, value=0):

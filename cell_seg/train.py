@@ -104,7 +104,8 @@ def make_sequences(config, train_coco, val_coco, images, stride, val_batch_size=
     # Validation: whole padded images in file order, as prediction sees them.
     val = SegmentationSequence(val_coco, images, config.data, shuffle=False, seed=0,
                                batch_size=val_batch_size or config.data.val_batch_size, crop_size=None, augment="none",
-                               class_balanced=False, steps_per_epoch=None, workers=1, use_multiprocessing=False,
+                               stain_jitter=None, class_balanced=False, steps_per_epoch=None, workers=1,
+                               use_multiprocessing=False,
                                **common)
     return train, val
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cell_seg.data.augment import PRESETS, build_augmentation
+from cell_seg.data.augment import PRESETS, build_augmentation, jitter_stains, scale_stains
 from cell_seg.data.synthetic import make_synthetic
 from cell_seg.errors import ConfigError
 
@@ -116,3 +116,29 @@ def test_colour_preset_changes_colour_and_polarity_of_rgb_and_grey_images(channe
             grey += bool(np.allclose(out[..., 0], out[..., 1], atol=1e-3) and np.allclose(out[..., 1], out[..., 2], atol=1e-3))
     assert 3 <= inverted <= 25
     assert channels == 1 or grey >= 3
+
+
+def test_scale_stains_round_trips_and_fades():
+    rng = np.random.default_rng(0)
+    tissue = rng.integers(40, 250, (20, 30, 3)).astype(np.uint8)
+    assert np.abs(scale_stains(tissue).astype(int) - tissue).max() <= 1
+    faded, darker = scale_stains(tissue, 0.5, 0.5), scale_stains(tissue, 2.0, 2.0)
+    assert faded.mean() > tissue.mean() > darker.mean()
+    # less haematoxylin: the channel it absorbs least changes least (blue keeps more than red)
+    pale = scale_stains(tissue, 0.3, 1.0).astype(float) - tissue
+    assert pale[..., 0].mean() > pale[..., 2].mean() > 0
+    sixteen = (tissue.astype(np.uint16) * 257)
+    assert scale_stains(sixteen, 0.5, 0.5).dtype == np.uint16
+
+
+def test_jitter_stains_leaves_grey_images_and_stays_in_range():
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.integers(0, 255, (16, 16, 1)).astype(np.uint8), 3, axis=2)
+    assert jitter_stains(grey, rng, 2.0) is grey
+    tissue = np.dstack([grey[..., 0], grey[..., 0] // 2, grey[..., 0]]).astype(np.uint8)
+    assert jitter_stains(tissue, rng, 1.0) is tissue
+    outputs = [jitter_stains(tissue, np.random.default_rng(seed), 2.0) for seed in range(5)]
+    assert len({o.tobytes() for o in outputs}) == 5
+    low, high = scale_stains(tissue, 2.0, 2.0).astype(int), scale_stains(tissue, 0.5, 0.5).astype(int)
+    for out in outputs:  # on average darker than both stains at x2, lighter than both at x1/2
+        assert low.mean() < out.mean() < high.mean()

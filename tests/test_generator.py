@@ -171,6 +171,32 @@ def test_grey_dark_turns_stained_colour_into_one_inverted_grey_channel(tmp_path)
     np.testing.assert_array_equal(batch[..., 0], batch[..., 2])  # augmented as one channel
 
 
+def test_stain_jitter_changes_stained_colour_images_only_and_repeats_with_the_seed(tmp_path):
+    from cell_seg.files import read_image
+
+    write_synthetic_coco(tmp_path, n_images=2, shape=SHAPE, seed=5, cells=(3, 6))
+    coco = read_json(tmp_path / "coco.json")
+    stained_id, grey_id = coco["images"][0]["id"], coco["images"][1]["id"]
+    path = tmp_path / "images" / coco["images"][0]["file_name"]
+    dark = 255 - read_image(path).astype(np.float32)  # dark nuclei on a light slide, tinted purple
+    write_image(np.dstack([dark * 0.8, dark * 0.5, dark * 0.9]).astype(np.uint8), path)
+    settings = dict(crop_size=None, augment="none", normalization="scale")
+    plain = _sequence(tmp_path, **settings)
+    jittered = _sequence(tmp_path, stain_jitter=2.0, **settings)
+    for seed in (1, 2):
+        x_plain, _ = plain.load_sample(stained_id, seed=seed, pad=False)
+        x_jit, _ = jittered.load_sample(stained_id, seed=seed, pad=False)
+        assert np.abs(x_jit - x_plain).mean() > 0.005
+        np.testing.assert_array_equal(x_jit, jittered.load_sample(stained_id, seed=seed, pad=False)[0])
+    assert not np.array_equal(jittered.load_sample(stained_id, seed=1, pad=False)[0],
+                              jittered.load_sample(stained_id, seed=2, pad=False)[0])
+    np.testing.assert_array_equal(jittered.load_sample(grey_id, seed=1, pad=False)[0],
+                                  plain.load_sample(grey_id, seed=1, pad=False)[0])
+    with pytest.raises(ConfigError, match="stain_jitter"):
+        from cell_seg.config import load_config
+        load_config(None, ["data.stain_jitter=0.5"])
+
+
 def test_to_tf_dataset_epochs_and_shapes(coco_dir):
     sequence = _sequence(coco_dir, batch_size=4, crop_size=32, augment="light", seed=2, workers=2)
     dataset = to_tf_dataset(sequence, prefetch=1)

@@ -26,6 +26,10 @@ when there are no cells). The crop is placed after the last geometric transform 
 so rotations and zooms see the whole image (no empty corners inside the crop) and pixel-level
 transforms only work on the crop.
 
+Stain jitter (`data.stain_jitter`, `jitter_stains`) is not an albumentations transform: it works on
+the raw colour image before normalisation (which turns it grey with "grey_dark"), separating the
+haematoxylin and eosin of stained tissue by colour deconvolution and changing their amounts.
+
 Images may be uint8 or float32; float images are expected in [0, 1] (pixel-level transforms
 assume that range), which is what `cell_seg.preprocess.normalize_image(mode="scale"|"minmax")`
 gives.
@@ -91,6 +95,46 @@ _GEOMETRIC_DEFAULTS = {
     "fill": 0,
     "fill_mask": 0,
 }
+
+
+#: Optical-density colours of haematoxylin, eosin and DAB (rows; Ruifrok and Johnston 2001), unit length.
+STAIN_VECTORS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+STAIN_VECTORS = STAIN_VECTORS / np.linalg.norm(STAIN_VECTORS, axis=1, keepdims=True)
+_UNMIX = np.linalg.inv(STAIN_VECTORS)
+
+
+def scale_stains(image, haematoxylin=1.0, eosin=1.0):
+    """`image` (RGB, uint8 or uint16; alpha dropped) with its haematoxylin and eosin amounts multiplied.
+
+    Colour deconvolution: the optical density `-log((I + 1) / (max + 1))` of each pixel is split into
+    amounts of the three `STAIN_VECTORS`; the first two are scaled and the pixel is composed again.
+    Factors of 1 give the image back (to rounding); below 1 the stain fades, above it darkens.
+
+    Example:
+        >>> purple = np.full((1, 1, 3), [120, 60, 160], np.uint8)
+        >>> scale_stains(purple)[0, 0], scale_stains(purple, 0.5, 0.5)[0, 0]
+        (array([120,  60, 160], dtype=uint8), array([172, 120, 193], dtype=uint8))
+    """
+    raw = np.asarray(image)
+    top = 65535.0 if raw.dtype == np.uint16 else 255.0
+    density = -np.log((raw[..., :3].astype(np.float32) + 1) / np.float32(top + 1))
+    amounts = density @ _UNMIX.astype(np.float32)
+    amounts[..., 0] *= np.float32(haematoxylin)
+    amounts[..., 1] *= np.float32(eosin)
+    composed = (top + 1) * np.exp(-(amounts @ STAIN_VECTORS.astype(np.float32))) - 1
+    return np.clip(composed + 0.5, 0, top).astype(raw.dtype if raw.dtype == np.uint16 else np.uint8)
+
+
+def jitter_stains(image, rng, max_factor):
+    """`scale_stains` with haematoxylin and eosin factors drawn independently and log-uniformly between
+    `1 / max_factor` and `max_factor` from `rng` (a numpy Generator); `image` unchanged unless it is
+    stained colour (`cell_seg.preprocess.is_stained_colour`) and `max_factor` > 1."""
+    from cell_seg.preprocess import is_stained_colour
+
+    if not max_factor or max_factor <= 1 or not is_stained_colour(image):
+        return image
+    haematoxylin, eosin = np.exp(rng.uniform(-np.log(max_factor), np.log(max_factor), 2))
+    return scale_stains(image, haematoxylin, eosin)
 
 
 def _albumentations():

@@ -9,8 +9,10 @@ Per sample: raw image (`CocoDataset.load_image`) and label map (`CocoDataset.loa
 resized by `scale` when it is not 1, or with `target_diameter` by the factor that brings the
 median diameter of its labelled objects to it (`cell_seg.preprocess.size_scale`), image
 interpolated, label map nearest (`Predictor` resizes images the same way and returns its
-outputs at the original size) -> `normalize_image` ("scale", "minmax" or "grey_dark"; for "standard", "scale" first) -> augmentation of image
-and label map together (with the random crop in training mode) -> for "standard", `(x - mean) /
+outputs at the original size) -> with `stain_jitter` (training), random haematoxylin and eosin
+amounts for stained colour images (`cell_seg.data.augment.jitter_stains`) -> `normalize_image`
+("scale", "minmax" or "grey_dark"; for "standard", "scale" first) -> augmentation of image and
+label map together (with the random crop in training mode) -> for "standard", `(x - mean) /
 std` -> targets from the augmented label map (`build_targets`) -> zero padding at the bottom and
 right to a multiple of `pad_multiple`.
 
@@ -41,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from cell_seg.data.augment import build_augmentation
+from cell_seg.data.augment import build_augmentation, jitter_stains
 from cell_seg.data.dataset import CocoDataset
 from cell_seg.data.targets import build_targets, channel_names
 from cell_seg.data.workers import ThreadStateNotPickled
@@ -51,8 +53,8 @@ from cell_seg.preprocess import (check_normalization, is_grey_input, median_diam
 
 
 #: `DataConfig` fields that shape batches (the others say where data is and how it is split).
-BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "normalization", "mean", "std", "border_width",
-                "scale", "target_diameter", "class_balanced", "class_balance_power", "steps_per_epoch", "workers",
+BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "stain_jitter", "normalization", "mean", "std",
+                "border_width", "scale", "target_diameter", "class_balanced", "class_balance_power", "steps_per_epoch", "workers",
                 "use_multiprocessing")
 
 
@@ -65,7 +67,7 @@ def batch_settings(data=None, overrides=None):
         >>> batch_settings(None, {"crop": 128})
         Traceback (most recent call last):
         ...
-        cell_seg.errors.ConfigError: unknown batch setting 'crop' (use one of channels, batch_size, crop_size, augment, normalization, mean, std, border_width, scale, target_diameter, class_balanced, class_balance_power, steps_per_epoch, workers, use_multiprocessing)
+        cell_seg.errors.ConfigError: unknown batch setting 'crop' (use one of channels, batch_size, crop_size, augment, stain_jitter, normalization, mean, std, border_width, scale, target_diameter, class_balanced, class_balance_power, steps_per_epoch, workers, use_multiprocessing)
     """
     from cell_seg.config import DataConfig
 
@@ -88,7 +90,8 @@ class SampleBatches(ThreadStateNotPickled):
         images_dir: folder of the images (ignored when `coco` is a `CocoDataset`).
         data: a `cell_seg.config.DataConfig` (default: its defaults); its fields that shape
             batches are used: channels, batch_size, crop_size (None: whole padded images),
-            augment, normalization, mean, std, border_width, scale, target_diameter, class_balanced
+            augment, stain_jitter (`cell_seg.data.augment.jitter_stains` on stained colour images, before
+            normalisation), normalization, mean, std, border_width, scale, target_diameter, class_balanced
             (draw each image with a probability proportional to the number of images of its class to
             the power -class_balance_power: 1 draws every class equally often, 0.5 each class in
             proportion to the square root of its count), steps_per_epoch (default one pass),
@@ -164,6 +167,7 @@ class SampleBatches(ThreadStateNotPickled):
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
         self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
         self.augmentation = build_augmentation(data.augment, seed=self.seed, crop_size=crop_size)
+        self.stain_jitter = None if data.stain_jitter is None else float(data.stain_jitter)
         self.epoch = 0
         self._orders = {}
         self._lock = threading.Lock()
@@ -246,6 +250,9 @@ class SampleBatches(ThreadStateNotPickled):
         scale = self.sample_scale(image_id, label_map)
         if scale != 1.0:
             image, label_map = rescale(image, scale), rescale(label_map, scale, labels=True)
+        if self.stain_jitter:
+            rng = np.random.default_rng(None if seed is None else [seed, 1])
+            image = jitter_stains(image, rng, self.stain_jitter)
         mode = "scale" if self.normalization == "standard" else self.normalization
         x = normalize_image(image, mode, in_channels=self.in_channels)
         # A grayscale image repeated to 3 channels is augmented as one channel: a third of the
