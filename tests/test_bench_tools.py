@@ -1,4 +1,4 @@
-"""bench/soup.py (mean of runs' weights) and bench/ensemble.py (mean of models' maps)."""
+"""bench/soup.py (mean of runs' weights), bench/ensemble.py (mean of models' maps) and bench/stain_shift.py."""
 
 import json
 
@@ -80,3 +80,27 @@ def test_block_majority_takes_each_blocks_most_frequent_label():
     # {6,6,0,0} a tie -> the first, 6; {8,9,8,9} -> 8; {9,0,0,9} -> 9
     np.testing.assert_array_equal(block_majority(labels, 2), [[1, 2, 0], [6, 8, 9]])
     assert block_majority(np.arange(9).reshape(3, 3), 3).tolist() == [[0]]
+
+
+def test_stain_shift_dataset_shifts_only_the_chosen_kind(tmp_path):
+    from bench.stain_shift import ShiftedDataset
+    from cell_seg.data.augment import scale_stains
+
+    class Images:  # the CocoDataset interface ShiftedDataset uses
+        image_ids = [1, 2]
+        pictures = {1: np.full((8, 8, 3), [150, 80, 170], np.uint8), 2: np.full((8, 8, 3), 90, np.uint8)}
+
+        def image_class(self, image_id):
+            return "histology" if image_id == 1 else "fluorescence"
+
+        def load_image(self, image_id):
+            return self.pictures[image_id]
+
+        def key(self, image_id):
+            return f"image{image_id}"
+
+    faded = ShiftedDataset(Images(), "histology", (0.6, 0.6))
+    assert faded.image_ids == [1] and faded.key(1) == "image1"
+    np.testing.assert_array_equal(faded.load_image(1), scale_stains(Images.pictures[1], 0.6, 0.6))
+    assert faded.load_image(1).mean() > Images.pictures[1].mean()  # fainter stain, brighter slide
+    assert ShiftedDataset(Images(), "histology", (1.0, 1.0)).load_image(1) is Images.pictures[1]
