@@ -5,7 +5,7 @@ import pytest
 
 from cell_seg.data.augment import PRESETS, build_augmentation, jitter_stains, scale_stains
 from cell_seg.data.synthetic import make_synthetic
-from cell_seg.errors import ConfigError
+from cell_seg.errors import ConfigError, DataError
 
 _, IMAGE, LABELS, _ = make_synthetic(1, shape=(60, 76), seed=4, cells=(12, 20))[0]
 
@@ -137,6 +137,10 @@ def test_jitter_stains_leaves_grey_images_and_stays_in_range():
     assert jitter_stains(grey, rng, 2.0) is grey
     tissue = np.dstack([grey[..., 0], grey[..., 0] // 2, grey[..., 0]]).astype(np.uint8)
     assert jitter_stains(tissue, rng, 1.0) is tissue
+    as_float = tissue.astype(np.float32) / 255  # only 8- and 16-bit images are jittered
+    assert jitter_stains(as_float, rng, 2.0) is as_float
+    with pytest.raises(DataError, match="uint8 or uint16"):
+        scale_stains(as_float)
     outputs = [jitter_stains(tissue, np.random.default_rng(seed), 2.0) for seed in range(5)]
     assert len({o.tobytes() for o in outputs}) == 5
     low, high = scale_stains(tissue, 2.0, 2.0).astype(int), scale_stains(tissue, 0.5, 0.5).astype(int)

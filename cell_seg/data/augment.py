@@ -50,7 +50,8 @@ import cv2
 import numpy as np
 
 from cell_seg.data.workers import ThreadStateNotPickled
-from cell_seg.errors import ConfigError
+from cell_seg.errors import ConfigError, DataError
+from cell_seg.preprocess import is_stained_colour
 
 _FLIPS = [
     {"name": "HorizontalFlip", "p": 0.5},
@@ -116,22 +117,23 @@ def scale_stains(image, haematoxylin=1.0, eosin=1.0):
         (array([120,  60, 160], dtype=uint8), array([172, 120, 193], dtype=uint8))
     """
     raw = np.asarray(image)
+    if raw.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"stain scaling needs a uint8 or uint16 RGB image, got {raw.dtype}")
     top = 65535.0 if raw.dtype == np.uint16 else 255.0
     density = -np.log((raw[..., :3].astype(np.float32) + 1) / np.float32(top + 1))
     amounts = density @ _UNMIX.astype(np.float32)
     amounts[..., 0] *= np.float32(haematoxylin)
     amounts[..., 1] *= np.float32(eosin)
     composed = (top + 1) * np.exp(-(amounts @ STAIN_VECTORS.astype(np.float32))) - 1
-    return np.clip(composed + 0.5, 0, top).astype(raw.dtype if raw.dtype == np.uint16 else np.uint8)
+    return np.clip(composed + 0.5, 0, top).astype(raw.dtype)
 
 
 def jitter_stains(image, rng, max_factor):
     """`scale_stains` with haematoxylin and eosin factors drawn independently and log-uniformly between
     `1 / max_factor` and `max_factor` from `rng` (a numpy Generator); `image` unchanged unless it is
-    stained colour (`cell_seg.preprocess.is_stained_colour`) and `max_factor` > 1."""
-    from cell_seg.preprocess import is_stained_colour
-
-    if not max_factor or max_factor <= 1 or not is_stained_colour(image):
+    stained colour (`cell_seg.preprocess.is_stained_colour`) of 8 or 16 bits and `max_factor` > 1."""
+    integer = np.asarray(image).dtype in (np.uint8, np.uint16)
+    if not max_factor or max_factor <= 1 or not integer or not is_stained_colour(image):
         return image
     haematoxylin, eosin = np.exp(rng.uniform(-np.log(max_factor), np.log(max_factor), 2))
     return scale_stains(image, haematoxylin, eosin)
