@@ -4,8 +4,8 @@ Unseen colour tissue (another lab's haematoxylin and eosin, another scanner) dif
 validation images mostly in how much of each stain there is. This script takes the validation
 images of one kind (default: `histology`), separates each into its haematoxylin, eosin and DAB
 optical densities, scales the first two (`cell_seg.data.augment.scale_stains`, the shifts below)
-and scores the model on every shifted copy with its own post-processing settings and defaults (scale, size
-rule, TTA), as `python -m cell_seg.predict` would run it. Nothing is tuned, so the drop from the
+and scores the model on every shifted copy with its own post-processing settings and defaults
+(scale, size rule, TTA), as `python -m cell_seg.predict` would run it. Nothing is tuned, so the drop from the
 `none` row to another is what that stain change costs.
 
     python -m bench.stain_shift --model weights/dsb2018_unet_lite0 --coco bench/out/dsb_val.json \
@@ -64,17 +64,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     predictor = Predictor.load(args.model)
     dataset = CocoDataset(args.coco, args.images, source=args.coco)
+    n_images = len(ShiftedDataset(dataset, args.kind, (1.0, 1.0)).image_ids)
+    if not n_images:
+        parser.error(f"--coco: no image of class {args.kind!r} in {args.coco}")
     results = {}
     for name, factors in SHIFTS.items():
         shifted = ShiftedDataset(dataset, args.kind, factors)
-        if not shifted.image_ids:
-            parser.error(f"--coco: no image of class {args.kind!r} in {args.coco}")
         records = predict_dataset(predictor, shifted, desc=name, tta=predictor.tta)
         score = score_predictions(records, predictor.channels, predictor.postprocess, full=True)
         results[name] = {"map": score["map"], "foreground_iou": score["foreground_iou"]}
         print(f"{name}: mAP {score['map']:.3f}, foreground IoU {score['foreground_iou']:.3f} "
-              f"({len(shifted.image_ids)} images)", file=sys.stderr)
-    write_json_atomic({"model": args.model, "kind": args.kind, "images": len(shifted.image_ids),
+              f"({n_images} images)", file=sys.stderr)
+    write_json_atomic({"model": args.model, "kind": args.kind, "images": n_images,
                        "tta": bool(predictor.tta), "results": results}, args.out, indent=2)
     return 0
 

@@ -172,6 +172,7 @@ def test_grey_dark_turns_stained_colour_into_one_inverted_grey_channel(tmp_path)
 
 
 def test_stain_jitter_changes_stained_colour_images_only_and_repeats_with_the_seed(tmp_path):
+    from cell_seg.config import load_config
     from cell_seg.files import read_image
 
     write_synthetic_coco(tmp_path, n_images=2, shape=SHAPE, seed=5, cells=(3, 6))
@@ -193,7 +194,6 @@ def test_stain_jitter_changes_stained_colour_images_only_and_repeats_with_the_se
     np.testing.assert_array_equal(jittered.load_sample(grey_id, seed=1, pad=False)[0],
                                   plain.load_sample(grey_id, seed=1, pad=False)[0])
     with pytest.raises(ConfigError, match="stain_jitter"):
-        from cell_seg.config import load_config
         load_config(None, ["data.stain_jitter=0.5"])
 
 

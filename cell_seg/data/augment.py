@@ -100,8 +100,8 @@ _GEOMETRIC_DEFAULTS = {
 
 #: Optical-density colours of haematoxylin, eosin and DAB (rows; Ruifrok and Johnston 2001), unit length.
 STAIN_VECTORS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-STAIN_VECTORS = STAIN_VECTORS / np.linalg.norm(STAIN_VECTORS, axis=1, keepdims=True)
-_UNMIX = np.linalg.inv(STAIN_VECTORS)
+STAIN_VECTORS = (STAIN_VECTORS / np.linalg.norm(STAIN_VECTORS, axis=1, keepdims=True)).astype(np.float32)
+_UNMIX = np.linalg.inv(STAIN_VECTORS).astype(np.float32)
 
 
 def scale_stains(image, haematoxylin=1.0, eosin=1.0):
@@ -121,10 +121,10 @@ def scale_stains(image, haematoxylin=1.0, eosin=1.0):
         raise DataError(f"stain scaling needs a uint8 or uint16 RGB image, got {raw.dtype}")
     top = 65535.0 if raw.dtype == np.uint16 else 255.0
     density = -np.log((raw[..., :3].astype(np.float32) + 1) / np.float32(top + 1))
-    amounts = density @ _UNMIX.astype(np.float32)
+    amounts = density @ _UNMIX
     amounts[..., 0] *= np.float32(haematoxylin)
     amounts[..., 1] *= np.float32(eosin)
-    composed = (top + 1) * np.exp(-(amounts @ STAIN_VECTORS.astype(np.float32))) - 1
+    composed = (top + 1) * np.exp(-(amounts @ STAIN_VECTORS)) - 1
     return np.clip(composed + 0.5, 0, top).astype(raw.dtype)
 
 
