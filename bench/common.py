@@ -6,7 +6,7 @@
 - `sartorius_ground_truth(data_root, ...)`: the ground-truth label map of one Sartorius image (by
   default the shsy5y image with about 300 cells), and `synthetic_label_map` / `synthetic_sample`,
   random touching ellipses for when the data is absent;
-- `model_like_probabilities(label_map)`: foreground / border / distance maps made from a label
+- `model_like_probabilities(label_map)`: foreground / border / distance / centre maps made from a label
   map, blurred and noisy like a network's output, for timing post-processing;
 - `scoring_parser(doc)`: the command line of a script that scores models on a COCO set.
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
-from cell_seg.data.targets import distance_map
+from cell_seg.data.targets import centre_map, distance_map
 from cell_seg.files import read_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,10 +102,10 @@ def synthetic_sample(n_cells=300, seed=0):
 
 
 def model_like_probabilities(label_map, seed=0):
-    """Realistic-looking foreground / border / distance probabilities (H x W x 3) from a label map.
+    """Realistic-looking foreground / border / distance / centre probabilities (H x W x 4) from a label map.
 
     Foreground: the blurred union of the cells plus a little noise; border: blurred instance
-    outlines; distance: the package's distance target, blurred, plus noise.
+    outlines; distance and centre: the package's targets, blurred, plus noise.
     """
     rng = np.random.default_rng(seed)
     union = (label_map > 0).astype(np.float32)
@@ -116,7 +116,9 @@ def model_like_probabilities(label_map, seed=0):
     border = cv2.GaussianBlur(outline.astype(np.float32), (0, 0), 1.0) * 2.0
     distance = cv2.GaussianBlur(distance_map(label_map), (0, 0), 1.0)
     distance += rng.normal(0, 0.05, union.shape).astype(np.float32)
-    return np.clip(np.stack([foreground, border, distance], axis=-1), 0, 1).astype(np.float32)
+    centre = cv2.GaussianBlur(centre_map(label_map), (0, 0), 1.0)
+    centre += rng.normal(0, 0.05, union.shape).astype(np.float32)
+    return np.clip(np.stack([foreground, border, distance, centre], axis=-1), 0, 1).astype(np.float32)
 
 
 def scoring_parser(doc, modes=False):
@@ -129,6 +131,6 @@ def scoring_parser(doc, modes=False):
     parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
     parser.add_argument("--out", required=True, help="JSON file of the scores")
     if modes:
-        parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance"),
+        parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance", "centre"),
                             help="instance modes to tune and score (default: every mode the model allows)")
     return parser

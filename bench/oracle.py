@@ -9,6 +9,9 @@ target code (`cell_seg.data.targets.build_targets`, what training fits):
   inner ring of every cell, elliptic structuring element);
 - `distance (t)`: the "distance" target (per-cell distance to the outline over its maximum, 0 at
   contacts); seeds are its cores above t, grown over the foreground (mode "distance").
+- `centre (c, d)`: the "centre" target (one peak per cell along the path inside it); seeds are
+  where it is above c and the distance target above d, grown down the distance map (mode
+  "centre"), so a cell with lobes keeps one seed.
 With `--blur S` every map is blurred (Gaussian, sigma S px) before post-processing, a crude
 stand-in for a network that cannot draw one-pixel lines: it shows how much of each
 representation survives; give several thresholds to see the best of each.
@@ -33,6 +36,7 @@ threshold.
 Usage:
     python -m bench.oracle [--data ../shared/data] [--per-type 20] [--all] [--seed 0] [--min-area 10]
                            [--distance-thresholds 0.05 0.2 0.5] [--border-thresholds 0.5] [--blur 0]
+                           [--centre-thresholds 0.6 0.7] [--centre-distance 0.2]
                            [--border-widths 0 1 2] [--kind astro ...] [--postprocess RUN/postprocess.json]
     python -m bench.oracle --dataset dsb2018 [--convert] [--all | --val [--config configs/dsb2018_unet_lite0.yaml]
                            [--model-metrics RUN/cross/metrics.json]] [--crowding-edges 30 100] [options above]
@@ -54,7 +58,7 @@ from cell_seg.files import read_json
 from cell_seg.metrics import map_iou
 from cell_seg.postprocess import PostprocessConfig, to_instances
 
-CHANNELS = ["foreground", "border", "distance"]
+CHANNELS = ["foreground", "border", "distance", "centre"]
 DSB2018_COCO = REPO / "bench" / "out" / "dsb2018_all.json"
 DSB2018_CONFIG = REPO / "configs" / "dsb2018_unet_lite0.yaml"
 CROWDING_EDGES = (30, 100)
@@ -62,13 +66,14 @@ BORDER_NAMES = {0: "contact border", 1: "contact + 1px ring", 2: "contact + 2px 
 
 
 def oracle_probs(label_map, border_width=0, blur=0.0):
-    """Perfect foreground / border (with this ring width) / distance maps from the package's targets,
+    """Perfect foreground / border (with this ring width) / distance / centre maps from the package's targets,
     blurred with a Gaussian of sigma `blur` px when `blur` > 0."""
     probs = build_targets(label_map, None, CHANNELS, 0, border_width=border_width)
     return cv2.GaussianBlur(probs, (0, 0), blur) if blur > 0 else probs
 
 
-def variants(distance_thresholds, border_thresholds=(0.5,), border_widths=(0, 1, 2)):
+def variants(distance_thresholds, border_thresholds=(0.5,), border_widths=(0, 1, 2), centre_thresholds=(),
+             centre_distance=0.2):
     """(name, mode, border_width, postprocess overrides) of every variant, components first."""
     rows = [("components (union only)", "components", 0, {})]
     for width in border_widths:
@@ -77,6 +82,8 @@ def variants(distance_thresholds, border_thresholds=(0.5,), border_widths=(0, 1,
             suffix = f" (b={b:g})" if len(border_thresholds) > 1 else ""
             rows.append((f"watershed + {name}{suffix}", "watershed", width, {"border_threshold": b}))
     rows += [(f"distance (t={t:g})", "distance", 0, {"distance_threshold": t}) for t in distance_thresholds]
+    rows += [(f"centre (c={c:g}, d={centre_distance:g})", "centre", 0,
+              {"centre_threshold": c, "distance_threshold": centre_distance}) for c in centre_thresholds]
     return rows
 
 
@@ -238,6 +245,10 @@ def main(argv=None):
                         f"{PostprocessConfig().min_area})")
     parser.add_argument("--distance-thresholds", type=float, nargs="+", default=[0.05, 0.2, 0.5],
                         help="distance-mode seed thresholds to score")
+    parser.add_argument("--centre-thresholds", type=float, nargs="+", default=[0.6, 0.7],
+                        help="centre-mode seed thresholds on the centre map to score")
+    parser.add_argument("--centre-distance", type=float, default=0.2,
+                        help="centre mode: the distance map above which seeds lie (its distance_threshold)")
     parser.add_argument("--border-thresholds", type=float, nargs="+", default=[0.5],
                         help="watershed border thresholds to score")
     parser.add_argument("--border-widths", type=int, nargs="+", default=[0, 1, 2],
@@ -273,7 +284,8 @@ def main(argv=None):
         config = dataclasses.replace(config, min_area=args.min_area)
     print(f"{describe(chosen)}; post-processing {config.to_dict()}; maps blurred with sigma {args.blur:g} px")
 
-    rows = variants(args.distance_thresholds, args.border_thresholds, args.border_widths)
+    rows = variants(args.distance_thresholds, args.border_thresholds, args.border_widths, args.centre_thresholds,
+                    args.centre_distance)
     predictions, seconds = predict_variants(truths, rows, args.blur, config)
     scores = {name: map_iou(truths, predictions[name])["per_image"] for name, *_ in rows}
     n_true = sum(n_instances(m) for m in truths)

@@ -24,11 +24,12 @@ FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BORDER_THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8)
 MIN_AREAS = (0, 10, 25, 50, 100, 200, 400)
 DISTANCE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+CENTRE_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8)
 MIN_SEED_AREAS = (0, 5, 10, 20, 40)
 MIN_SCORES = (0.0, 0.75, 0.8, 0.85, 0.9, 0.95)  # least mean foreground probability of an instance
 #: Where the coordinate search starts, and how many rounds over the parameters it makes at most.
-TUNE_START = {"fg_threshold": 0.5, "border_threshold": 0.5, "distance_threshold": 0.3, "min_seed_area": 0,
-              "min_area": 25, "min_score": 0.0}
+TUNE_START = {"fg_threshold": 0.5, "border_threshold": 0.5, "distance_threshold": 0.3, "centre_threshold": 0.6,
+              "min_seed_area": 0, "min_area": 25, "min_score": 0.0}
 TUNE_ROUNDS = 4
 #: The image field that keeps images of one source together in cross-tuning folds (DSB2018: kind x
 #: size x brightness band, `cell_seg.data.split.source_groups`); images without it are their own group.
@@ -140,6 +141,10 @@ def tune_postprocess(records, channels, mode, base=None):
         grid.insert(1, ("border_threshold", BORDER_THRESHOLDS))
     elif mode == "distance":
         grid[1:1] = [("distance_threshold", DISTANCE_THRESHOLDS), ("min_seed_area", MIN_SEED_AREAS)]
+    elif mode == "centre":
+        grid[1:1] = [("centre_threshold", CENTRE_THRESHOLDS), ("min_seed_area", MIN_SEED_AREAS)]
+        if "distance" in channels:
+            grid.insert(2, ("distance_threshold", DISTANCE_THRESHOLDS))
 
     def best_for(subset, desc):
         return coordinate_search(lambda params: score_predictions(subset, channels, base.replace(**params)),
@@ -206,12 +211,15 @@ def available_modes(channels):
     Example:
         >>> available_modes(["foreground", "border", "distance"])
         ['components', 'watershed', 'distance']
+        >>> available_modes(["foreground", "distance", "centre"])
+        ['components', 'distance', 'centre']
     """
     modes = ["components"]
     if "border" in channels:
         modes.append("watershed")
-    if "distance" in channels:
-        modes.append("distance")
+    for name in ("distance", "centre"):
+        if name in channels:
+            modes.append(name)
     return modes
 
 

@@ -5,7 +5,7 @@ The network predicts per-pixel probabilities (`H x W x C`, channels named e.g.
 currency, an `int32` instance label map (0 = background, 1..N = instances), plus a side table of
 score, area, box and class per instance.
 
-Three modes:
+Four modes:
 
 - `components`: connected components of `foreground > fg_threshold`. Touching cells merge.
 - `watershed`: seeds are connected components of `(foreground > fg_threshold) & (border <
@@ -23,6 +23,13 @@ Three modes:
   between `distance_threshold` and 0, each flooded from what the previous one reached), so the
   line between touching cells falls in the valley of the distance map, as with a watershed on
   `-distance`, rather than halfway between the cores.
+- `centre`: for models with a "centre" channel (one peak per cell, falling along the path inside
+  it, `cell_seg.data.targets.centre_map`): seeds are connected components of `(foreground >
+  fg_threshold) & (centre > centre_threshold)`, one per cell even where a cell has lobes that the
+  distance map gives cores of their own; with a "distance" channel too the seeds also need
+  `distance > distance_threshold` (which keeps them off the contacts, where the centre map of two
+  cells need not fall) and grow band by band down the distance map as in `distance` mode; without
+  one they grow down the centre map.
 
 In the watershed modes, seeds smaller than `min_seed_area` pixels are dropped before growing
 (their pixels go to a neighbouring seed, or form an instance of their own when nothing else
@@ -55,13 +62,13 @@ import numpy as np
 from cell_seg.data import labels as label_ops
 from cell_seg.errors import ConfigError, DataError
 
-MODES = ("components", "watershed", "distance", "auto")
+MODES = ("components", "watershed", "distance", "centre", "auto")
 CLASS_MODES = ("image", "instance")
 CLASS_PREFIX = "class_"
 # Parameters that `per_class` may override.
 PER_CLASS_KEYS = (
-    "mode", "fg_threshold", "border_threshold", "distance_threshold", "distance_levels", "seed_erosion", "min_seed_area",
-    "min_area",
+    "mode", "fg_threshold", "border_threshold", "distance_threshold", "distance_levels", "centre_threshold",
+    "seed_erosion", "min_seed_area", "min_area",
     "fill_holes", "dilation", "min_score",
 )
 _CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -74,13 +81,17 @@ class PostprocessConfig:
     """Post-processing parameters; stored as `postprocess.json` next to a model.
 
     Attributes:
-        mode: "components", "watershed", "distance", or "auto" (distance when a `distance`
-            channel exists, else watershed when a `border` channel exists, else components).
+        mode: "components", "watershed", "distance", "centre", or "auto" (centre when a `centre`
+            channel exists, else distance when a `distance` channel exists, else watershed when a
+            `border` channel exists, else components).
         fg_threshold: a pixel is foreground when its foreground probability is > this.
         border_threshold: watershed seeds are foreground pixels with border probability < this.
         distance_threshold: distance-mode seeds are foreground pixels with distance > this.
         distance_levels: distance mode: the seeds grow over the foreground in this many bands
-            of distance between `distance_threshold` and 0 before the rest (0: in one go).
+            of distance between `distance_threshold` and 0 before the rest (0: in one go); the
+            same in centre mode (down the centre map without a distance channel).
+        centre_threshold: centre-mode seeds are foreground pixels with centre > this (and
+            distance > `distance_threshold` when the model has a distance channel).
         seed_erosion: erode seeds by this many pixels (elliptic kernel) before growing them.
         min_seed_area: drop seeds (connected components) smaller than this before growing them.
         min_area: instances with fewer pixels (after hole filling, before dilation) are removed.
@@ -111,6 +122,7 @@ class PostprocessConfig:
     border_threshold: float = 0.5
     distance_threshold: float = 0.5
     distance_levels: int = 3
+    centre_threshold: float = 0.6
     seed_erosion: int = 0
     min_seed_area: int = 0
     min_area: int = 10
@@ -192,7 +204,7 @@ class PostprocessConfig:
 def _check_values(values, where):
     if "mode" in values and values["mode"] not in MODES:
         raise ConfigError(f"{where}.mode: {values['mode']!r} is not one of {', '.join(MODES)}")
-    for key in ("fg_threshold", "border_threshold", "distance_threshold", "min_score"):
+    for key in ("fg_threshold", "border_threshold", "distance_threshold", "centre_threshold", "min_score"):
         if key in values:
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -286,6 +298,9 @@ def _segment(probs, channels, mode, cfg):
         return _components(foreground > cfg.fg_threshold, cfg.connectivity)
     if mode == "distance":
         return _distance_watershed(foreground, probs[..., channels.index("distance")], cfg)
+    if mode == "centre":
+        distance = probs[..., channels.index("distance")] if "distance" in channels else None
+        return _centre_watershed(foreground, probs[..., channels.index("centre")], distance, cfg)
     border = probs[..., channels.index("border")] if "border" in channels else None
     return _watershed(foreground, border, cfg)
 
@@ -359,20 +374,25 @@ def resolve_mode(mode, channels):
         raise ConfigError(f"postprocess.mode: {mode!r} is not one of {', '.join(MODES)}")
     if mode == "auto":
         return auto_mode(channels)
-    if mode == "distance" and "distance" not in channels:
-        raise DataError(f"mode 'distance' needs a 'distance' channel, not among {list(channels)}", field="channels")
+    for name in ("distance", "centre"):
+        if mode == name and name not in channels:
+            raise DataError(f"mode '{name}' needs a '{name}' channel, not among {list(channels)}", field="channels")
     return mode
 
 
 def auto_mode(channels):
-    """The mode "auto" stands for: distance with a distance channel, else watershed with a border
-    channel, else components.
+    """The mode "auto" stands for: centre with a centre channel, else distance with a distance
+    channel, else watershed with a border channel, else components.
 
     Example:
         >>> auto_mode(["foreground", "border"]), auto_mode(["foreground", "border", "distance"])
         ('watershed', 'distance')
+        >>> auto_mode(["foreground", "distance", "centre"])
+        'centre'
     """
     channels = list(channels)
+    if "centre" in channels:
+        return "centre"
     if "distance" in channels:
         return "distance"
     return "watershed" if "border" in channels else "components"
@@ -514,6 +534,21 @@ def _distance_watershed(foreground, distance, cfg):
     steps = cfg.distance_levels + 1
     levels = [distance > cfg.distance_threshold * k / steps for k in range(cfg.distance_levels, 0, -1)]
     return _watershed(foreground, None, cfg, seeds=distance > cfg.distance_threshold, levels=levels, uphill=distance)
+
+
+def _centre_watershed(foreground, centre, distance, cfg):
+    """The centre mode's segmentation core: one seed per cell from the centre map (cut by the
+    distance map when there is one), grown as in the distance mode down the distance map (or
+    down the centre map without one)."""
+    seeds = centre > cfg.centre_threshold
+    if distance is None:
+        relief, threshold = centre, cfg.centre_threshold
+    else:
+        seeds &= distance > cfg.distance_threshold
+        relief, threshold = distance, cfg.distance_threshold
+    steps = cfg.distance_levels + 1
+    levels = [relief > threshold * k / steps for k in range(cfg.distance_levels, 0, -1)]
+    return _watershed(foreground, None, cfg, seeds=seeds, levels=levels, uphill=relief)
 
 
 def _watershed(foreground, border, cfg, seeds=None, levels=None, uphill=None):

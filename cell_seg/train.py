@@ -421,8 +421,9 @@ def compiled_model(config, channels, run_dir, strategy, resume):
             if config.model.init_weights and not (run_dir / "backup").exists():  # a backup restores its own
                 from cell_seg.warm_start import initialise_weights
 
-                initialise_weights(model, config.model.init_weights, channels)
-                print(f"weights from {config.model.init_weights}", file=sys.stderr)
+                added = initialise_weights(model, config.model.init_weights, channels)
+                new_note = f" (new output channels {', '.join(added)} start untrained)" if added else ""
+                print(f"weights from {config.model.init_weights}{new_note}", file=sys.stderr)
         model.compile(
             optimizer=make_optimizer(config.train),
             loss=build_loss(config.loss, len(channels), soft_channels=soft_channel_indices(channels)),

@@ -5,9 +5,10 @@
 
 The source is a run directory (its `model.keras`), a `.keras` file, or a SavedModel written by
 `python -m cell_seg.export` (a released model under `weights/`; float16 exports come back as
-float32). It must be the same network with the same output channels: every weight is copied in
-order and its shape checked, and the channel names of the source's `metadata.json` must equal the
-ones this config trains. The optimiser, the learning-rate schedule and the epoch count start
+float32). It must be the same network: every weight is copied in order and its shape checked. The channel
+names of the source's `metadata.json` must equal the ones this config trains, or be among them: a
+config may add target channels (e.g. "centre" beside a released model's "distance"); the output
+layer then keeps its fresh weights for the new channels only. The optimiser, the learning-rate schedule and the epoch count start
 afresh; use `--resume` to continue an interrupted run instead.
 
 This is how a model keeps learning beyond one machine's life: the run directory is gone, the
@@ -82,19 +83,35 @@ def read_initial_weights(path):
 
 
 def initialise_weights(model, path, channels):
-    """Copy the weights of `path` into `model` (built by this config); errors name the key and the mismatch."""
+    """Copy the weights of `path` into `model` (built by this config); errors name the key and the mismatch.
+
+    When this config trains every channel of the source and more (a new target added to a trained
+    model), the output layer's weights of the shared channels are copied by name and the new
+    channels keep their fresh initialisation; returns the names of the new channels.
+    """
     (trainable, non_trainable), source_channels = read_initial_weights(path)
-    if list(source_channels) != list(channels):
-        raise ConfigError(f"config key '{KEY}': {path} predicts channels {list(source_channels)}, "
-                          f"this config trains {list(channels)}")
+    source_channels, channels = list(source_channels), list(channels)
+    added = [name for name in channels if name not in source_channels]
+    if source_channels != channels and (added == [] or any(name not in channels for name in source_channels)):
+        raise ConfigError(f"config key '{KEY}': {path} predicts channels {source_channels}, "
+                          f"this config trains {channels}")
+    # Output-layer columns: position in this model -> position in the source.
+    shared = [(channels.index(name), source_channels.index(name)) for name in source_channels]
     for group, targets, values in (("trainable", model.trainable_variables, trainable),
                                    ("non-trainable", model.non_trainable_variables, non_trainable)):
         if len(targets) != len(values):
             raise ConfigError(f"config key '{KEY}': {path} has {len(values)} {group} weights, this model "
                               f"{len(targets)}: not the same network (check model.name, model.backbone, model.decoder_filters)")
         for variable, value in zip(targets, values):
-            if tuple(variable.shape) != tuple(value.shape):
-                raise ConfigError(f"config key '{KEY}': weight {variable.path} is {tuple(variable.shape)} here and "
-                                  f"{tuple(value.shape)} in {path}: not the same network")
+            shape = tuple(variable.shape)
+            if shape != tuple(value.shape):
+                if not (added and shape[:-1] == value.shape[:-1] and shape[-1] == len(channels)
+                        and value.shape[-1] == len(source_channels)):
+                    raise ConfigError(f"config key '{KEY}': weight {variable.path} is {shape} here and "
+                                      f"{tuple(value.shape)} in {path}: not the same network")
+                merged = np.array(variable.numpy())
+                for here, there in shared:
+                    merged[..., here] = value[..., there]
+                value = merged
             variable.assign(value.astype(variable.dtype))
-    return model
+    return added

@@ -117,6 +117,27 @@ def test_a_model_with_a_distance_channel_is_scored_and_tuned_in_the_distance_mod
     assert settings.mode == report["best_mode"]
 
 
+def test_a_model_with_a_centre_channel_is_tuned_in_the_centre_mode_with_its_own_threshold():
+    import cv2
+    import numpy as np
+
+    from cell_seg import evaluate
+    from cell_seg.data.targets import build_targets
+
+    channels = ["foreground", "distance", "centre"]
+    assert evaluate.available_modes(channels) == ["components", "distance", "centre"]
+    truth = np.zeros((40, 60), np.int32)
+    for k, (x, y, r) in enumerate([(12, 14, 9), (27, 14, 7), (44, 20, 10), (20, 30, 8)], start=1):
+        cv2.circle(truth, (x, y), r, k, -1)
+    probs = cv2.GaussianBlur(build_targets(truth, None, channels, 0), (0, 0), 1.0)
+    records = [{"key": "a", "class": None, "probs": probs, "truth": truth}]
+    report, _ = evaluate.evaluate_records(records, channels, tune=True, modes=["components", "centre"])
+    tuned = report["tuning"]["centre"]["settings"]
+    assert tuned["centre_threshold"] in evaluate.CENTRE_THRESHOLDS
+    assert tuned["distance_threshold"] in evaluate.DISTANCE_THRESHOLDS
+    assert report["modes"]["centre"]["map"] > report["modes"]["components"]["map"]
+
+
 def test_cross_tuning_scores_each_half_with_settings_tuned_on_the_other(monkeypatch):
     """Whole groups stay in one fold (3 groups of a class: 2 in the first, 1 in the second), every class
     is in both, and no image is scored with settings

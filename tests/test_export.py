@@ -532,13 +532,39 @@ def test_init_weights_refuses_other_channels_or_another_network(run_dir, exporte
 
     channels = json.loads((run_dir / "metadata.json").read_text())["channels"]
     with pytest.raises(ConfigError, match=r"model.init_weights.*predicts channels"):
-        initialise_weights(_fresh_model(run_dir), exported, channels + ["distance"])
+        initialise_weights(_fresh_model(run_dir), exported, channels[:1] + ["distance"])  # one dropped
+    with pytest.raises(ConfigError, match=r"model.init_weights.*predicts channels"):
+        initialise_weights(_fresh_model(run_dir), exported, channels[::-1])  # reordered
     wider = build_model(load_config(run_dir / "config.yaml", ["model.filters=8"]).model, len(channels))
     with pytest.raises(ConfigError, match=r"model.init_weights.*not the same network"):
         initialise_weights(wider, exported, channels)
     for bad in (tmp_path / "missing", tmp_path):
         with pytest.raises(ConfigError, match="model.init_weights"):
             initialise_weights(_fresh_model(run_dir), bad, channels)
+
+
+def test_init_weights_adds_output_channels_and_keeps_the_shared_ones(run_dir):
+    """A config that adds a target ("centre") to a trained model: every weight is copied, the output
+    layer's columns by channel name, and the new channel keeps its fresh initialisation."""
+    from cell_seg.models import build_model, load_model
+    from cell_seg.warm_start import initialise_weights
+
+    channels = json.loads((run_dir / "metadata.json").read_text())["channels"]
+    wanted = channels[:1] + ["centre"] + channels[1:]
+    model = build_model(load_config(run_dir / "config.yaml").model, len(wanted))
+    fresh = _weights(model)
+    assert initialise_weights(model, run_dir, wanted) == ["centre"]
+    source = _weights(load_model(run_dir / "model.keras", compile=False))
+    widened = 0
+    for got, want, before in zip(_weights(model), source, fresh):
+        if got.shape == want.shape:
+            np.testing.assert_array_equal(got, want)
+            continue
+        widened += 1
+        for here, name in enumerate(wanted):
+            expected = before[..., here] if name == "centre" else want[..., channels.index(name)]
+            np.testing.assert_array_equal(got[..., here], expected)
+    assert widened == 2  # the output convolution's kernel and bias
 
 
 def test_training_from_init_weights_starts_where_the_source_ended(run_dir, exported, tmp_path):

@@ -288,6 +288,48 @@ def test_line_pixels_go_uphill_in_the_distance_mode():
     assert got.tolist() == [1, 1, 2]  # (0, 1) sees 1 at 0.9 (diagonal) above 2 at 0.6
 
 
+CENTRE_CHANNELS = ["foreground", "distance", "centre"]
+
+
+def two_lobed_cell_beside_a_disk():
+    """Cell 1: two round lobes joined by a neck (two distance cores); cell 2: a disk touching a lobe."""
+    truth = np.zeros((34, 60), np.int32)
+    cv2.circle(truth, (11, 15), 8, 1, -1)
+    cv2.circle(truth, (34, 15), 8, 1, -1)
+    truth[14:17, 11:35] = 1
+    cv2.circle(truth, (49, 15), 8, 2, -1)  # overlaps lobe 2's edge: the disk wins the lens
+    return truth
+
+
+def test_centre_mode_keeps_a_two_lobed_cell_whole_that_distance_splits():
+    from cell_seg.data.targets import build_targets
+    from cell_seg.metrics import iou_matrix
+
+    truth = two_lobed_cell_beside_a_disk()
+    probs = cv2.GaussianBlur(build_targets(truth, None, CENTRE_CHANNELS, 0), (0, 0), 1.0)
+    split, _ = to_instances(probs, CENTRE_CHANNELS, mode="distance", distance_threshold=0.4, min_area=1)
+    assert split.max() == 3  # a core in each lobe
+    whole, instances = to_instances(probs, CENTRE_CHANNELS, mode="centre", distance_threshold=0.2, min_area=1)
+    check_consistent(whole, instances)
+    assert len(instances) == 2
+    assert iou_matrix(truth, whole).max(axis=1).min() > 0.9
+    # Without a distance channel the seeds and the growth come from the centre map alone.
+    alone, _ = to_instances(probs[..., [0, 2]], ["foreground", "centre"], mode="centre", min_area=1)
+    assert alone.max() == 2 and iou_matrix(truth, alone).max(axis=1).min() > 0.8
+
+
+def test_centre_mode_auto_settings_and_errors():
+    assert postprocess.auto_mode(CENTRE_CHANNELS) == "centre"
+    assert postprocess.auto_mode(["foreground", "border", "distance"]) == "distance"
+    with pytest.raises(DataError, match="'centre' channel"):
+        to_instances(np.zeros((4, 4, 2), np.float32), DISTANCE_CHANNELS, mode="centre")
+    cfg = PostprocessConfig(mode="centre", per_class={"astro": {"centre_threshold": 0.7}})
+    assert cfg.for_class("astro").centre_threshold == 0.7 and cfg.for_class("cort").centre_threshold == 0.6
+    assert PostprocessConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="centre_threshold"):
+        PostprocessConfig(centre_threshold=-0.1)
+
+
 def test_min_seed_area_drops_small_cores():
     probs = np.zeros((12, 30, 2), np.float32)
     probs[2:10, 2:28, 0] = 0.9  # one foreground blob ...

@@ -158,3 +158,67 @@ def test_distance_target_empty_and_single_pixel_instances():
     distance = distance_map(labels)
     assert np.isfinite(distance).all()
     assert distance[1, 1] == 0 and distance[1, 2] == 0 and distance[3, 4] == 1
+
+
+# --- the "centre" target ---------------------------------------------------------------------------
+
+
+def _dumbbell(shape=(30, 46)):
+    """One cell of two round lobes joined by a thin neck: two distance cores, one centre."""
+    import cv2
+
+    labels = np.zeros(shape, np.int32)
+    cv2.circle(labels, (11, 15), 8, 1, -1)
+    cv2.circle(labels, (34, 15), 8, 1, -1)
+    labels[14:17, 11:35] = 1
+    return labels
+
+
+def test_centre_target_has_one_peak_per_cell_even_with_two_lobes():
+    from cell_seg.data.targets import centre_map
+
+    labels = _dumbbell()
+    labels[3:9, 20:26] = 2  # a small square cell above the neck, touching nothing
+    centre = centre_map(labels)
+    assert centre.dtype == np.float32 and not centre[labels == 0].any()
+    assert 0 < centre[labels > 0].min() and centre.max() == 1
+    assert [int((centre[labels == k] == 1).sum()) for k in (1, 2)] == [1, 1]
+    # The peak sits in one lobe; the other lobe's middle is far along the neck, hence low.
+    peak = np.unravel_index(np.argmax(np.where(labels == 1, centre, 0)), labels.shape)
+    other = (15, 34) if peak[1] < 23 else (15, 11)
+    assert centre[other] < 0.4
+    # The distance target gives both lobes a core of 1.
+    assert distance_map(labels)[15, 11] > 0.999 and distance_map(labels)[15, 34] > 0.999
+
+
+def test_centre_target_falls_with_the_distance_from_the_middle_of_a_disc():
+    import cv2
+
+    from cell_seg.data.targets import centre_map
+
+    labels = np.zeros((41, 41), np.int32)
+    cv2.circle(labels, (20, 20), 15, 1, -1)
+    centre = centre_map(labels)
+    assert centre[20, 20] == 1
+    rows, cols = np.nonzero(labels)
+    radius = np.hypot(rows - 20, cols - 20)
+    # Alternating square and cross steps follow the Euclidean length to within about a tenth of the
+    # radius (0.11 measured here at the worst angle).
+    np.testing.assert_allclose(centre[rows, cols], 1 - radius / 16, atol=0.12)
+
+
+def test_centre_target_of_touching_and_broken_cells():
+    from cell_seg.data.targets import centre_map
+
+    labels = _touching_squares()
+    centre = build_targets(labels, None, ["foreground", "distance", "centre"], 0)[..., 2]
+    assert [int((centre[labels == k] == 1).sum()) for k in (1, 2)] == [1, 1]  # a peak each, across the contact
+    broken = np.zeros((5, 12), np.int32)
+    broken[1:4, 1:5] = 1
+    broken[1:4, 8:10] = 1  # a piece of cell 1 cut off from its centre
+    centre = centre_map(broken)
+    assert centre[1:4, 1:5].min() > 0 and not centre[1:4, 8:10].any()
+    assert not centre_map(np.zeros((3, 4), np.int32)).any()
+    single = np.zeros((3, 3), np.int32)
+    single[1, 1] = 7
+    assert centre_map(single)[1, 1] == 1

@@ -81,7 +81,7 @@ def main(argv=None):
                         + ", ".join(f"{v} ({k})" for k, v in DEFAULT_OUT.items() if k != "hubmap"))
     parser.add_argument("--format", default="labels", choices=FORMATS,
                         help="output format (default labels: 16-bit label PNGs with outline overlays)")
-    parser.add_argument("--mode", choices=("components", "watershed", "distance"),
+    parser.add_argument("--mode", choices=("components", "watershed", "distance", "centre"),
                         help="one post-processing mode for every image (default: the model's, which may differ per cell type)")
     parser.add_argument("--postprocess", help="JSON file of post-processing settings that override the model's "
                         "(default: the model's tuned ones)")
