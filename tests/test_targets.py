@@ -222,3 +222,5 @@ def test_centre_target_of_touching_and_broken_cells():
     single = np.zeros((3, 3), np.int32)
     single[1, 1] = 7
     assert centre_map(single)[1, 1] == 1
+    huge = labels.astype(np.int64) * 2**30  # ids beyond float32's exact integers give the same map
+    np.testing.assert_array_equal(centre_map(huge), centre_map(labels))

@@ -143,6 +143,10 @@ def centre_map(label_map, max_steps=1024):
     if pixels.size == 0:
         return out
     labels = flat[pixels].astype(np.intp)
+    if labels.max() >= 2**24:  # the morphology below works on labels as float32: renumber 1..N first
+        labels = np.unique(labels, return_inverse=True)[1].astype(np.intp) + 1
+        label_map = np.zeros(label_map.shape, np.int32)
+        label_map.ravel()[pixels] = labels
     depth = _instance_depth(label_map).ravel()[pixels]
     # The centre of an instance: its deepest pixel (whole pixels of depth, so that along a ridge of
     # equal depth the one nearest the instance's centroid wins): the last of its pixels sorted by
