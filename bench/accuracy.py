@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.common import DEFAULT_DATA, REPO
 from cell_seg.config import load_config
 from cell_seg.files import read_json, write_json_atomic, write_text_atomic
+from cell_seg.postprocess import INSTANCE_MODES
 
 PUBLISHED = {
     "sartorius": "published leaderboard scores: plain U-Net + components 0.04-0.15, Mask R-CNN 0.28-0.34, "
@@ -188,7 +189,7 @@ def main():
                         "into the run's own metrics.json, from the same prediction pass)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report again from the finished run's metrics.json, no training or tuning")
-    parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance"),
+    parser.add_argument("--modes", nargs="+", choices=INSTANCE_MODES,
                         help="with --evaluate-only, --tta or --cross-tune: the instance modes to tune and score "
                         "(default: all the model allows)")
     parser.add_argument("--write-val", metavar="PATH",

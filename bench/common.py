@@ -24,6 +24,7 @@ from cell_seg.data import labels as label_ops
 from cell_seg.data import rle as rle_codec
 from cell_seg.data.targets import centre_map, distance_map
 from cell_seg.files import read_json
+from cell_seg.postprocess import INSTANCE_MODES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -131,6 +132,6 @@ def scoring_parser(doc, modes=False):
     parser.add_argument("--images", required=True, help="folder the COCO file_name entries are relative to")
     parser.add_argument("--out", required=True, help="JSON file of the scores")
     if modes:
-        parser.add_argument("--modes", nargs="+", choices=("components", "watershed", "distance", "centre"),
+        parser.add_argument("--modes", nargs="+", choices=INSTANCE_MODES,
                             help="instance modes to tune and score (default: every mode the model allows)")
     return parser

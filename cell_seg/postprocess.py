@@ -63,6 +63,7 @@ from cell_seg.data import labels as label_ops
 from cell_seg.errors import ConfigError, DataError
 
 MODES = ("components", "watershed", "distance", "centre", "auto")
+INSTANCE_MODES = MODES[:-1]  # the modes "auto" chooses among (what --mode / --modes accept)
 CLASS_MODES = ("image", "instance")
 CLASS_PREFIX = "class_"
 # Parameters that `per_class` may override.

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cell_seg.cli.common import run_main
 from cell_seg.evaluate import describe_best_mode, evaluate_run
+from cell_seg.postprocess import INSTANCE_MODES
 
 
 def main(argv=None):
@@ -23,7 +24,7 @@ def main(argv=None):
     parser.add_argument("--cross-tune", action="store_true",
                         help="also score every mode with settings tuned on the other half of the images (halves "
                         "keep each image 'source' together): a figure not tuned on the images it scores")
-    parser.add_argument("--modes", nargs="+", metavar="MODE", choices=("components", "watershed", "distance", "centre"),
+    parser.add_argument("--modes", nargs="+", metavar="MODE", choices=INSTANCE_MODES,
                         help="instance modes to score and tune (default: every mode the model's channels allow; "
                         "with classes, tuning also offers each class its best mode)")
     parser.add_argument("--out", help="where metrics.json (and postprocess.json) go (default: the run directory, "

@@ -11,6 +11,7 @@ import sys
 from cell_seg.cli.common import run_main
 from cell_seg.errors import CellSegError, DataError
 from cell_seg.inference import AUTO_OVERLAP, AUTO_TILE, AUTO_TILE_PIXELS, BLEND_MODES, DEFAULT_OVERLAP
+from cell_seg.postprocess import INSTANCE_MODES
 from cell_seg.predict import DEFAULT_OUT, FORMATS, predict_folder
 
 
@@ -81,7 +82,7 @@ def main(argv=None):
                         + ", ".join(f"{v} ({k})" for k, v in DEFAULT_OUT.items() if k != "hubmap"))
     parser.add_argument("--format", default="labels", choices=FORMATS,
                         help="output format (default labels: 16-bit label PNGs with outline overlays)")
-    parser.add_argument("--mode", choices=("components", "watershed", "distance", "centre"),
+    parser.add_argument("--mode", choices=INSTANCE_MODES,
                         help="one post-processing mode for every image (default: the model's, which may differ per cell type)")
     parser.add_argument("--postprocess", help="JSON file of post-processing settings that override the model's "
                         "(default: the model's tuned ones)")
