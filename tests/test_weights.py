@@ -33,9 +33,11 @@ def test_release_fits_in_git_and_carries_its_metadata(release):
     assert max(sizes) < 10e6  # the variables are sharded: no single file over git's comfort limit
     metadata = ModelMetadata.read(release / "assets" / "metadata.json")
     assert metadata.weights_dtype == "float16" and metadata.postprocess_tuned
-    assert metadata.postprocess.mode in ("watershed", "distance") and metadata.channels[:2] == ["foreground", "border"]
-    if metadata.postprocess.mode == "distance":
-        assert "distance" in metadata.channels
+    assert metadata.postprocess.mode in ("watershed", "distance", "centre")
+    assert metadata.channels[:2] == ["foreground", "border"]
+    modes = {metadata.postprocess.mode} | {o.get("mode") for o in metadata.postprocess.per_class.values()} - {None}
+    for mode in modes & {"distance", "centre"}:
+        assert mode in metadata.channels
     assert (release / "README.md").is_file() and release.name in (ROOT / "weights" / "README.md").read_text()
 
 
