@@ -24,7 +24,7 @@ FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BORDER_THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8)
 MIN_AREAS = (0, 10, 25, 50, 100, 200, 400)
 DISTANCE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-CENTRE_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8)
+CENTRE_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 MIN_SEED_AREAS = (0, 5, 10, 20, 40)
 MIN_SCORES = (0.0, 0.75, 0.8, 0.85, 0.9, 0.95)  # least mean foreground probability of an instance
 #: Where the coordinate search starts, and how many rounds over the parameters it makes at most.
