@@ -5,11 +5,12 @@
 
 The source is a run directory (its `model.keras`), a `.keras` file, or a SavedModel written by
 `python -m cell_seg.export` (a released model under `weights/`; float16 exports come back as
-float32). It must be the same network: every weight is copied in order and its shape checked. The channel
-names of the source's `metadata.json` must equal the ones this config trains, or be among them: a
-config may add target channels (e.g. "centre" beside a released model's "distance"); the output
-layer then keeps its fresh weights for the new channels only. The optimiser, the learning-rate schedule and the epoch count start
-afresh; use `--resume` to continue an interrupted run instead.
+float32). It must be the same network: every weight is copied in order and its shape checked.
+The channel names of the source's `metadata.json` must equal the ones this config trains, or be
+among them: a config may add target channels (e.g. "centre" beside a released model's
+"distance"); the output layer then keeps its fresh weights for the new channels only. The
+optimiser, the learning-rate schedule and the epoch count start afresh; use `--resume` to
+continue an interrupted run instead.
 
 This is how a model keeps learning beyond one machine's life: the run directory is gone, the
 release is not. Reading a SavedModel needs TensorFlow (a `.keras` source works on any backend).
