@@ -125,7 +125,7 @@ class TrainConfig:
 class EvalConfig:
     """Post-processing used after training and by evaluate/predict (overridden by a tuned postprocess.json)."""
 
-    mode: str = "auto"  # auto | components | watershed | distance | centre (auto: centre, else distance, else watershed with a border channel)
+    mode: str = "auto"  # auto | components | watershed | distance | centre (auto: see postprocess.auto_mode)
     postprocess: dict = field(default_factory=dict)  # PostprocessConfig fields, e.g. {fg_threshold: 0.5}
     tune: bool = True  # tune post-processing on the validation set after training
 

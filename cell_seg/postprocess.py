@@ -35,7 +35,7 @@ In the watershed modes, seeds smaller than `min_seed_area` pixels are dropped be
 (their pixels go to a neighbouring seed, or form an instance of their own when nothing else
 reaches them and `keep_unseeded`).
 
-Then, in both modes: hole filling, minimum area, minimum score, optional dilation into the
+Then, in every mode: hole filling, minimum area, minimum score, optional dilation into the
 background, relabelling 1..N. Everything is computed for all instances at once (connected
 components, `np.bincount`, OpenCV morphology); nothing loops over instances on full-size arrays.
 
@@ -532,9 +532,13 @@ def _flood(markers, region_u8, background_id):
 def _distance_watershed(foreground, distance, cfg):
     """The distance mode's segmentation core: cores above `distance_threshold` grown over the
     foreground in `distance_levels` bands of distance, then over the rest (see `_watershed`)."""
-    steps = cfg.distance_levels + 1
-    levels = [distance > cfg.distance_threshold * k / steps for k in range(cfg.distance_levels, 0, -1)]
+    levels = _bands(distance, cfg.distance_threshold, cfg.distance_levels)
     return _watershed(foreground, None, cfg, seeds=distance > cfg.distance_threshold, levels=levels, uphill=distance)
+
+
+def _bands(relief, threshold, n_levels):
+    """`n_levels` nested masks `relief > threshold * k / (n_levels + 1)`, k from n_levels down to 1."""
+    return [relief > threshold * k / (n_levels + 1) for k in range(n_levels, 0, -1)]
 
 
 def _centre_watershed(foreground, centre, distance, cfg):
@@ -547,9 +551,8 @@ def _centre_watershed(foreground, centre, distance, cfg):
     else:
         seeds &= distance > cfg.distance_threshold
         relief, threshold = distance, cfg.distance_threshold
-    steps = cfg.distance_levels + 1
-    levels = [relief > threshold * k / steps for k in range(cfg.distance_levels, 0, -1)]
-    return _watershed(foreground, None, cfg, seeds=seeds, levels=levels, uphill=relief)
+    return _watershed(foreground, None, cfg, seeds=seeds, levels=_bands(relief, threshold, cfg.distance_levels),
+                      uphill=relief)
 
 
 def _watershed(foreground, border, cfg, seeds=None, levels=None, uphill=None):

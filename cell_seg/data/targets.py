@@ -103,12 +103,18 @@ def distance_map(label_map):
         return np.zeros(label_map.shape, np.float32)
     pixel_labels = flat[pixels].astype(np.intp)
     values = distance.ravel()[pixels]
-    highest = np.zeros(int(pixel_labels.max()) + 1, np.float32)
-    np.maximum.at(highest, pixel_labels, values)
+    highest = _instance_max(pixel_labels, values)
     scale = np.divide(1.0, highest, out=np.zeros_like(highest), where=highest > 0)
     out = np.zeros(label_map.size, np.float32)
     out[pixels] = values * scale[pixel_labels]
     return out.reshape(label_map.shape)
+
+
+def _instance_max(labels, values):
+    """Largest of `values` per label (index = label, 0 where a label has no pixel)."""
+    highest = np.zeros(int(labels.max()) + 1, np.float32)
+    np.maximum.at(highest, labels, values)
+    return highest
 
 
 def _instance_depth(label_map):
@@ -180,13 +186,11 @@ def centre_map(label_map, max_steps=1024):
         if not new.any():
             break
         steps[new] = step
-        high[new] = as_float[new]
-        low[new] = as_float[new]
+        np.copyto(high, as_float, where=new)
+        np.copyto(low, as_float, where=new)
         todo &= ~new
     geodesic = steps.ravel()[pixels]
-    longest = np.zeros(int(labels.max()) + 1, np.float32)
-    np.maximum.at(longest, labels, geodesic)
-    values = 1.0 - geodesic / (longest[labels] + 1.0)
+    values = 1.0 - geodesic / (_instance_max(labels, geodesic)[labels] + 1.0)
     values[todo.ravel()[pixels]] = 0.0  # pieces cut off from their centre
     out.ravel()[pixels] = values
     return out
