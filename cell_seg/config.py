@@ -54,6 +54,10 @@ class DataConfig:
     # training only, stained colour images only: haematoxylin and eosin amounts each multiplied by a
     # random factor between 1/this and this (colour deconvolution, before normalisation); null = off
     stain_jitter: Optional[float] = None
+    # close each annotated instance with a disc of this many px (at the image's own size) and fill its
+    # holes before the targets are made, so that cells drawn as broken pieces are learnt as one piece:
+    # a number for every image, or {image class: px} (e.g. {astro: 5}); null = the labels as drawn
+    close_labels: Any = None
     # scale (dtype max) | minmax (per-image percentiles) | standard (mean/std) | grey_dark (grey, bright on dark)
     normalization: str = "scale"
     mean: Optional[Any] = None  # for normalization=standard
@@ -280,6 +284,10 @@ def _validate(config):
     jitter = config.data.stain_jitter
     if jitter is not None and not 1 <= jitter <= 10:
         raise ConfigError(f"config key 'data.stain_jitter' must be between 1 and 10 (or null), not {jitter!r}")
+    close = config.data.close_labels
+    sizes = close.values() if isinstance(close, dict) else [] if close is None else [close]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 64 for v in sizes):
+        raise ConfigError(f"config key 'data.close_labels' must be px from 0 to 64, or {{class: px}}, not {close!r}")
     if config.data.crop_size is not None and config.data.crop_size < 32:
         raise ConfigError("config key 'data.crop_size' must be at least 32 (or null for whole images)")
     for key in ("data.batch_size", "data.val_batch_size", "train.epochs", "data.workers"):

@@ -227,3 +227,31 @@ def test_accepts_a_dataset_object(coco_dir):
     sequence[0]
     sequence[0]
     assert dataset.stats["cache_hits"] == 6
+
+
+def test_close_labels_closes_the_instances_of_the_named_classes_before_the_targets(coco_dir):
+    from cell_seg.config import load_config
+    from cell_seg.data.labels import close_instances
+
+    broken = np.zeros(SHAPE, np.int32)
+    broken[10:20, 5:15] = 1
+    broken[10:20, 17:27] = 1  # one cell in two pieces
+    broken[30:40, 30:40] = 2
+    settings = dict(channels=["foreground", "border"], crop_size=None, augment="none")
+    plain = _sequence(coco_dir, **settings)
+    image_id = plain.image_ids[0]
+    image_class = plain.dataset.image_class(image_id)
+    named = _sequence(coco_dir, close_labels={image_class: 5}, **settings)
+    other = _sequence(coco_dir, close_labels={"not_" + image_class: 5}, **settings)
+    every = _sequence(coco_dir, close_labels=5, **settings)
+    for sequence in (plain, named, other, every):
+        sequence.dataset.load_labels = lambda _id: (broken.copy(), np.array([-1, 0, 0], np.int32))
+    expected = build_targets(close_instances(broken, 5), np.array([-1, 0, 0]), ["foreground", "border"], 1)
+    np.testing.assert_array_equal(named.load_sample(image_id, pad=False)[1], expected)
+    np.testing.assert_array_equal(every.load_sample(image_id, pad=False)[1], expected)
+    _, y_plain = plain.load_sample(image_id, pad=False)
+    np.testing.assert_array_equal(other.load_sample(image_id, pad=False)[1], y_plain)
+    assert y_plain[15, 16, 0] == 0 and expected[15, 16, 0] == 1  # the gap is foreground once closed
+    with pytest.raises(ConfigError, match="close_labels"):
+        load_config(None, ["data.close_labels=-3"])
+    assert load_config(None, ["data.close_labels={astro: 5}"]).data.close_labels == {"astro": 5}

@@ -224,3 +224,21 @@ def test_centre_target_of_touching_and_broken_cells():
     assert centre_map(single)[1, 1] == 1
     huge = labels.astype(np.int64) * 2**30  # ids beyond float32's exact integers give the same map
     np.testing.assert_array_equal(centre_map(huge), centre_map(labels))
+
+
+def test_close_instances_joins_broken_pieces_without_taking_other_cells_pixels():
+    from cell_seg.data.labels import close_instances
+
+    labels = np.zeros((20, 30), np.int32)
+    labels[3:9, 2:8] = 1
+    labels[3:9, 10:16] = 1  # the same cell, drawn in two pieces 2 px apart
+    labels[12:18, 4:10] = 2
+    labels[12:18, 10:14] = 3  # touches cell 2
+    labels[5, 4] = 0  # a one-pixel hole in cell 1
+    closed = close_instances(labels, 5)
+    assert (closed[4:8, 8:10] == 1).all() and closed[5, 4] == 1  # the gap's corners stay round
+    np.testing.assert_array_equal(closed[labels > 0], labels[labels > 0])  # no pixel changes hands
+    assert set(np.unique(closed)) == {0, 1, 2, 3}
+    assert (closed[0, :] == 0).all() and (closed[:, 20:] == 0).all()  # nothing grows outward
+    np.testing.assert_array_equal(close_instances(labels, 1), labels)
+    np.testing.assert_array_equal(close_instances(np.zeros((4, 4), np.int32), 5), np.zeros((4, 4)))

@@ -6,6 +6,7 @@ in `cell_seg.data.workers`) can build them without importing Keras or a backend;
 use of that name). The only module of `cell_seg.data` that imports TensorFlow/Keras, and only then.
 
 Per sample: raw image (`CocoDataset.load_image`) and label map (`CocoDataset.load_labels`) ->
+with `close_labels`, instances closed and their holes filled (`cell_seg.data.labels.close_instances`) ->
 resized by `scale` when it is not 1, or with `target_diameter` by the factor that brings the
 median diameter of its labelled objects to it (`cell_seg.preprocess.size_scale`), image
 interpolated, label map nearest (`Predictor` resizes images the same way and returns its
@@ -45,6 +46,7 @@ import numpy as np
 
 from cell_seg.data.augment import build_augmentation, jitter_stains
 from cell_seg.data.dataset import CocoDataset
+from cell_seg.data.labels import close_instances
 from cell_seg.data.targets import build_targets, channel_names
 from cell_seg.data.workers import ThreadStateNotPickled
 from cell_seg.errors import ConfigError, DataError
@@ -53,7 +55,7 @@ from cell_seg.preprocess import (check_normalization, is_grey_input, median_diam
 
 
 #: `DataConfig` fields that shape batches (the others say where data is and how it is split).
-BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "stain_jitter", "normalization", "mean", "std",
+BATCH_FIELDS = ("channels", "batch_size", "crop_size", "augment", "stain_jitter", "close_labels", "normalization", "mean", "std",
                 "border_width", "scale", "target_diameter", "class_balanced", "class_balance_power", "steps_per_epoch", "workers",
                 "use_multiprocessing")
 
@@ -91,7 +93,8 @@ class SampleBatches(ThreadStateNotPickled):
         data: a `cell_seg.config.DataConfig` (default: its defaults); its fields that shape
             batches are used: channels, batch_size, crop_size (None: whole padded images),
             augment, stain_jitter (`cell_seg.data.augment.jitter_stains` on stained colour images, before
-            normalisation), normalization, mean, std, border_width, scale, target_diameter, class_balanced
+            normalisation), close_labels (`cell_seg.data.labels.close_instances` on the label maps of
+            every image, or of the image classes a dict names, before anything else), normalization, mean, std, border_width, scale, target_diameter, class_balanced
             (draw each image with a probability proportional to the number of images of its class to
             the power -class_balance_power: 1 draws every class equally often, 0.5 each class in
             proportion to the square root of its count), steps_per_epoch (default one pass),
@@ -168,6 +171,7 @@ class SampleBatches(ThreadStateNotPickled):
         self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
         self.augmentation = build_augmentation(data.augment, seed=self.seed, crop_size=crop_size)
         self.stain_jitter = None if data.stain_jitter is None else float(data.stain_jitter)
+        self.close_labels = data.close_labels
         self.epoch = 0
         self._orders = {}
         self._lock = threading.Lock()
@@ -247,6 +251,9 @@ class SampleBatches(ThreadStateNotPickled):
                 f"{label_map.shape[0]}x{label_map.shape[1]}",
                 file=self.dataset.image_path(image_id),
             )
+        closing = self.closing(image_id)
+        if closing:
+            label_map = close_instances(label_map, closing)
         scale = self.sample_scale(image_id, label_map)
         if scale != 1.0:
             image, label_map = rescale(image, scale), rescale(label_map, scale, labels=True)
@@ -273,6 +280,12 @@ class SampleBatches(ThreadStateNotPickled):
             x, _ = pad_to_multiple(x, self.pad_multiple)
             y, _ = pad_to_multiple(y, self.pad_multiple)
         return x, y
+
+    def closing(self, image_id):
+        """The disc size (px) `close_labels` closes this image's instances with (0: none)."""
+        if isinstance(self.close_labels, dict):
+            return int(self.close_labels.get(self.dataset.image_class(image_id)) or 0)
+        return int(self.close_labels or 0)
 
     def sample_scale(self, image_id, label_map):
         """The factor an image is resized by: `scale`, or with `target_diameter` its size rule factor."""

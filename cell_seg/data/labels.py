@@ -324,3 +324,47 @@ def instance_edges(label_map, width=1):
     high = cv2.dilate(padded, kernel)[width:-width, width:-width]
     low = cv2.erode(padded, kernel)[width:-width, width:-width]
     return (high != low) & (label_map > 0)
+
+
+def close_instances(label_map, size):
+    """Each instance closed with a `size` px disc and its holes filled, onto background only.
+
+    Annotations drawn as broken pieces (Sartorius astrocytes average more than three pieces per
+    cell) become one piece per cell: gaps narrower than `size` px inside an instance join, but no
+    pixel changes hands between instances, and a gap between two instances stays background
+    where neither closing reaches. Instances are closed in label order; a background pixel that
+    two closings claim goes to the lower label. `size` <= 1 returns the map unchanged.
+
+    Example:
+        >>> broken = np.array([[1, 1, 0, 1, 1, 0, 0, 2]], np.int32)
+        >>> close_instances(np.repeat(broken, 3, axis=0), 3)[1].tolist()
+        [1, 1, 1, 1, 1, 0, 0, 2]
+    """
+    label_map = np.asarray(label_map)
+    size = int(size)
+    if size <= 1 or not label_map.any():
+        return label_map
+    ys, xs = np.nonzero(label_map)
+    ids = label_map[ys, xs].astype(np.int64)
+    n = int(ids.max()) + 1
+    top, left = np.full(n, label_map.shape[0]), np.full(n, label_map.shape[1])
+    bottom, right = np.full(n, -1), np.full(n, -1)
+    np.minimum.at(top, ids, ys)
+    np.minimum.at(left, ids, xs)
+    np.maximum.at(bottom, ids, ys)
+    np.maximum.at(right, ids, xs)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    out = label_map.copy()
+    height, width = label_map.shape
+    for label in np.flatnonzero(bottom >= 0):
+        y0, x0 = max(top[label] - size, 0), max(left[label] - size, 0)
+        y1, x1 = min(bottom[label] + size + 1, height), min(right[label] + size + 1, width)
+        mask = (label_map[y0:y1, x0:x1] == label).view(np.uint8)
+        closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        # Holes: background of the closed mask that the crop's frame cannot reach.
+        outside = cv2.copyMakeBorder(1 - closed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+        cv2.floodFill(outside, None, (0, 0), 2, flags=4)
+        filled = closed.astype(bool) | (outside[1:-1, 1:-1] == 1)
+        region = out[y0:y1, x0:x1]
+        region[filled & (region == 0)] = label
+    return out
