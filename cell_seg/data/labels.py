@@ -329,8 +329,8 @@ def instance_edges(label_map, width=1):
 def close_instances(label_map, size):
     """Each instance closed with a `size` px disc and its holes filled, onto background only.
 
-    Annotations drawn as broken pieces (Sartorius astrocytes average more than three pieces per
-    cell) become one piece per cell: gaps narrower than `size` px inside an instance join, but no
+    Annotations drawn as broken pieces (Sartorius astrocytes: 3.7 4-connected pieces per cell, their
+    thin processes drawn as diagonal lines of pixels) become one solid piece per cell: gaps narrower than `size` px inside an instance join, but no
     pixel changes hands between instances, and a gap between two instances stays background
     where neither closing reaches. Instances are closed in label order; a background pixel that
     two closings claim goes to the lower label. `size` <= 1 returns the map unchanged.
