@@ -69,7 +69,7 @@ def batch_settings(data=None, overrides=None):
         >>> batch_settings(None, {"crop": 128})
         Traceback (most recent call last):
         ...
-        cell_seg.errors.ConfigError: unknown batch setting 'crop' (use one of channels, batch_size, crop_size, augment, stain_jitter, normalization, mean, std, border_width, scale, target_diameter, class_balanced, class_balance_power, steps_per_epoch, workers, use_multiprocessing)
+        cell_seg.errors.ConfigError: unknown batch setting 'crop' (use one of channels, batch_size, crop_size, augment, stain_jitter, close_labels, normalization, mean, std, border_width, scale, target_diameter, class_balanced, class_balance_power, steps_per_epoch, workers, use_multiprocessing)
     """
     from cell_seg.config import DataConfig
 
