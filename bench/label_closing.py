@@ -16,9 +16,10 @@ Usage:
 
 import argparse
 import time
+from pathlib import Path
 
-import numpy as np
 import cv2
+import numpy as np
 
 from bench.common import DEFAULT_DATA, REPO
 from cell_seg.data.labels import close_instances
@@ -44,8 +45,6 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 9], help="closing disc sizes (px)")
     parser.add_argument("--kind", nargs="+", default=None, help="image classes to measure (default all)")
     args = parser.parse_args(argv)
-    from pathlib import Path
-
     from bench.accuracy import convert
     from cell_seg.data.dataset import CocoDataset
 

@@ -329,11 +329,13 @@ def instance_edges(label_map, width=1):
 def close_instances(label_map, size):
     """Each instance closed with a `size` px disc and its holes filled, onto background only.
 
-    Annotations drawn as broken pieces (Sartorius astrocytes: 3.7 4-connected pieces per cell, their
-    thin processes drawn as diagonal lines of pixels) become one solid piece per cell: gaps narrower than `size` px inside an instance join, but no
-    pixel changes hands between instances, and a gap between two instances stays background
-    where neither closing reaches. Instances are closed in label order; a background pixel that
-    two closings claim goes to the lower label. `size` <= 1 returns the map unchanged.
+    Annotations drawn as broken pieces (Sartorius astrocytes: 3.7 4-connected pieces per cell,
+    their thin processes drawn as diagonal lines of pixels) become one solid piece per cell: gaps
+    narrower than `size` px inside an instance join, but no pixel changes hands between instances,
+    and a gap between two instances stays background where neither closing reaches. One OpenCV
+    closing per instance, on its bounding box (`label_stats`) widened by `size`: about 10 ms for a
+    Sartorius astro image (`python -m bench.label_closing`). Instances are closed in label order;
+    a background pixel that two closings claim goes to the lower label. `size` <= 1 returns the map unchanged.
 
     Example:
         >>> broken = np.array([[1, 1, 0, 1, 1, 0, 0, 2]], np.int32)
@@ -344,21 +346,14 @@ def close_instances(label_map, size):
     size = int(size)
     if size <= 1 or not label_map.any():
         return label_map
-    ys, xs = np.nonzero(label_map)
-    ids = label_map[ys, xs].astype(np.int64)
-    n = int(ids.max()) + 1
-    top, left = np.full(n, label_map.shape[0]), np.full(n, label_map.shape[1])
-    bottom, right = np.full(n, -1), np.full(n, -1)
-    np.minimum.at(top, ids, ys)
-    np.minimum.at(left, ids, xs)
-    np.maximum.at(bottom, ids, ys)
-    np.maximum.at(right, ids, xs)
+    areas, boxes = label_stats(label_map)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     out = label_map.copy()
     height, width = label_map.shape
-    for label in np.flatnonzero(bottom >= 0):
-        y0, x0 = max(top[label] - size, 0), max(left[label] - size, 0)
-        y1, x1 = min(bottom[label] + size + 1, height), min(right[label] + size + 1, width)
+    for label in np.flatnonzero(areas) + 1:
+        x, y, w, h = boxes[label - 1]
+        y0, x0 = max(y - size, 0), max(x - size, 0)
+        y1, x1 = min(y + h + size, height), min(x + w + size, width)
         mask = (label_map[y0:y1, x0:x1] == label).view(np.uint8)
         closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         # Holes: background of the closed mask that the crop's frame cannot reach.
