@@ -1,4 +1,4 @@
-"""bench/soup.py (mean of runs' weights), bench/ensemble.py (mean of models' maps) and bench/stain_shift.py."""
+"""bench/soup.py (mean of runs' weights), bench/ensemble.py (mean of models' maps), bench/stain_shift.py and bench/loss_split.py."""
 
 import json
 
@@ -104,3 +104,47 @@ def test_stain_shift_dataset_shifts_only_the_chosen_kind(tmp_path):
     np.testing.assert_array_equal(faded.load_image(1), scale_stains(Images.pictures[1], 0.6, 0.6))
     assert faded.load_image(1).mean() > Images.pictures[1].mean()  # fainter stain, brighter slide
     assert ShiftedDataset(Images(), "histology", (1.0, 1.0)).load_image(1) is Images.pictures[1]
+
+
+def two_touching_cells():
+    truth = np.zeros((10, 20), np.int64)
+    truth[2:8, 2:10], truth[2:8, 10:18] = 1, 2
+    return truth
+
+
+def test_loss_split_gives_a_merge_back_only_in_the_perfect_separation_column():
+    from bench.loss_split import image_row
+
+    truth = two_touching_cells()
+    merged = np.where(truth > 0, 1, 0)  # the right foreground, the two cells as one
+    row = image_row(truth, merged)
+    assert row["model"] == 0.0 and row["merged"] == 1.0 and row["split"] == 0.0
+    assert row["true cells, predicted foreground"] == 1.0
+    assert row["predicted cells, true foreground"] == 0.0
+
+
+def test_loss_split_gives_an_outline_back_only_in_the_exact_foreground_column():
+    from bench.loss_split import image_row
+
+    truth = two_touching_cells()
+    grown = truth.copy()
+    grown[1, 2:10], grown[1, 10:18] = 1, 2  # both cells one row too tall, told apart correctly
+    grown[8, 2:10], grown[8, 10:18] = 1, 2
+    row = image_row(truth, grown)
+    assert 0.0 < row["model"] < 1.0 and row["merged"] == 0.0 and row["false"] == 0.0
+    assert row["predicted cells, true foreground"] == 1.0
+    assert row["true cells, predicted foreground"] == row["model"]  # the extra rows join their own cells
+
+
+def test_loss_split_separates_false_and_missed_cells():
+    from bench.loss_split import image_row, summarise
+
+    truth = two_touching_cells()
+    pred = np.where(truth == 1, 1, 0)  # the second cell missed ...
+    pred[0, 0:2] = 2                   # ... and a small false cell on the background
+    row = image_row(truth, pred)
+    assert row["missed"] == 0.5 and row["false"] == 0.5
+    assert row["missed cells added"] > row["model"] and row["no false cells"] > row["model"]
+    summary = summarise([row, image_row(truth, truth)], ["a", "b"])
+    assert summary["all"]["images"] == 2 and summary["b"]["model"] == 1.0
+    assert summary["all"]["model"] == pytest.approx((row["model"] + 1.0) / 2)
