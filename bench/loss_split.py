@@ -4,16 +4,16 @@ Every image of a COCO validation set is predicted (without TTA unless `--tta`) a
 with the model's own settings, then scored with the competition metric beside two half-oracles
 made from that same prediction:
 
-- "true cells, predicted foreground": the pixels the model's instances cover, labelled with the
+- "perfect separation": the pixels the model's instances cover, labelled with the
   true cell under them; a predicted pixel on true background joins the true cell its predicted
   cell overlaps most, or, when that predicted cell overlaps none, stays a false cell of its own.
   Cells are told apart perfectly; foreground, false cells and missed cells are the model's. Its gap
   to the model's score is what the separation of touching cells loses.
-- "predicted cells, true foreground": the same the other way round: the true cells' pixels,
+- "exact foreground": the same the other way round: the true cells' pixels,
   labelled with the predicted cell over them; a true pixel the model calls background joins the
   predicted cell that covers most of its true cell, or, when none does, its true cell becomes a
   cell of its own. The separation is the model's; the foreground is exact. Its gap to the model's
-  score is what the foreground outline loses.
+  score is what the foreground loses: missed cells, false cells and outlines.
 
 and two that take apart what the second one fixes:
 - "no false cells": the model's instances without those lying mostly (over half) on true background,
@@ -47,8 +47,7 @@ from cell_seg.files import write_json_atomic
 from cell_seg.metrics import map_iou
 
 SHARE = 0.2  # the least share of a cell that counts as "holding" it
-SCORES = ("model", "true cells, predicted foreground", "predicted cells, true foreground", "no false cells",
-          "missed cells added")
+SCORES = ("model", "perfect separation", "exact foreground", "no false cells", "missed cells added")
 COUNTS = ("split", "merged", "missed", "false", "matched IoU", "area ratio", "true area")
 COLUMNS = SCORES + COUNTS
 
@@ -131,8 +130,8 @@ def relabel_over(keep, other):
 def image_row(truth, pred):
     """The scores (`SCORES`) and error counts (`COUNTS`) of one image's true and predicted label maps."""
     truth, pred = np.asarray(truth, np.int64), np.asarray(pred, np.int64)
-    variants = {"model": pred, "true cells, predicted foreground": relabel_over(pred, truth),
-                "predicted cells, true foreground": relabel_over(truth, pred),
+    variants = {"model": pred, "perfect separation": relabel_over(pred, truth),
+                "exact foreground": relabel_over(truth, pred),
                 "no false cells": without_false_cells(truth, pred), "missed cells added": with_missed_cells(truth, pred)}
     row = {name: float(map_iou([truth], [labels])["map"]) for name, labels in variants.items()}
     row.update(overlap_counts(truth, pred))

@@ -119,8 +119,8 @@ def test_loss_split_gives_a_merge_back_only_in_the_perfect_separation_column():
     merged = np.where(truth > 0, 1, 0)  # the right foreground, the two cells as one
     row = image_row(truth, merged)
     assert row["model"] == 0.0 and row["merged"] == 1.0 and row["split"] == 0.0
-    assert row["true cells, predicted foreground"] == 1.0
-    assert row["predicted cells, true foreground"] == 0.0
+    assert row["perfect separation"] == 1.0
+    assert row["exact foreground"] == 0.0
 
 
 def test_loss_split_gives_an_outline_back_only_in_the_exact_foreground_column():
@@ -132,8 +132,8 @@ def test_loss_split_gives_an_outline_back_only_in_the_exact_foreground_column():
     grown[8, 2:10], grown[8, 10:18] = 1, 2
     row = image_row(truth, grown)
     assert 0.0 < row["model"] < 1.0 and row["merged"] == 0.0 and row["false"] == 0.0
-    assert row["predicted cells, true foreground"] == 1.0
-    assert row["true cells, predicted foreground"] == row["model"]  # the extra rows join their own cells
+    assert row["exact foreground"] == 1.0
+    assert row["perfect separation"] == row["model"]  # the extra rows join their own cells
 
 
 def test_loss_split_separates_false_and_missed_cells():
